@@ -1,0 +1,135 @@
+"""The model library: paper fidelity, presets, shapes, routing access, config round trip."""
+
+import pytest
+import torch
+
+from expressnet.nn import ExpressNetConfig, create_model, get_config, list_presets
+from expressnet.nn.summary import batchnorm_statistics, model_costs
+
+
+def trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(("num_classes", "expected"), [(7, 35_876_751), (8, 35_877_776)])
+def test_paper_parameter_counts_match_the_paper(num_classes, expected):
+    model = create_model("paper", num_classes=num_classes)
+    assert trainable(model) == expected
+    assert batchnorm_statistics(model) == 55_120
+    # the per-block figures paper.md gives
+    assert trainable(model.moe_global) == trainable(model.moe_expression) == 1_052_676
+    if num_classes == 7:
+        assert trainable(model.head) == 7_175
+
+
+def test_paper_layers_are_the_papers():
+    model = create_model("paper")
+    convs = [u[0] for u in model.global_branch.convs]
+    assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [
+        (8, 75),
+        (16, 50),
+        (32, 25),
+        (64, 15),
+        (128, 9),
+        (256, 3),
+    ]
+    assert [(u[0].out_channels, u[0].kernel_size[0]) for u in model.local_branch.convs] == [
+        (16, 15),
+        (32, 7),
+        (64, 5),
+        (128, 3),
+        (256, 3),
+    ]
+    # conv -> ReLU -> Dropout(0.1) -> BatchNorm -> MaxPool, no pool after the last conv of a branch
+    first, last = model.global_branch.convs[0], model.global_branch.convs[-1]
+    assert [type(m).__name__ for m in first] == ["SameConv2d", "ReLU", "Dropout", "BatchNorm2d", "MaxPool2d"]
+    assert first[2].p == 0.1
+    assert [type(m).__name__ for m in last] == ["SameConv2d", "ReLU", "Dropout", "BatchNorm2d"]
+    assert model.global_branch.flat_features == 7 * 7 * 256
+    assert model.backbone.out_features == 2048
+    assert model.fusion.fc.in_features == 256 + 2048 and model.fusion.fc.out_features == 512
+    assert all(m.bias is None for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    for moe in (model.moe_global, model.moe_expression):
+        assert moe.num_experts == 4 and moe.top_k == 2 and not moe.renormalize and moe.noise is None
+    costs = model_costs(model)
+    assert costs["total"].params == 35_876_751
+    assert 17.0e9 < costs["total"].macs < 18.0e9  # paper.md: ~17.5 GMACs per image
+
+
+@pytest.mark.parametrize("num_classes", [7, 8])
+def test_paper_forward_shapes_and_routing(num_classes):
+    torch.manual_seed(0)
+    model = create_model("paper", num_classes=num_classes).eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        logits, routing = model(x, return_routing=True)
+    assert logits.shape == (2, num_classes)
+    assert torch.isfinite(logits).all()
+    assert set(routing) == {"global", "expression"}
+    for r in routing.values():
+        assert r.gate_probs.shape == (2, 4) and r.topk_indices.shape == (2, 2)
+    assert model.routing["global"] is routing["global"]  # available without a second pass
+
+
+@pytest.mark.parametrize("preset", [p for p in list_presets() if p != "paper"])
+@pytest.mark.parametrize("num_classes", [7, 8])
+def test_compact_presets_forward_backward(preset, num_classes):
+    model = create_model(preset, num_classes=num_classes)
+    cfg = model.config
+    x = torch.rand(3, cfg.in_channels, cfg.input_size, cfg.input_size)
+    logits = model(x)
+    assert logits.shape == (3, num_classes)
+    logits.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "noise" not in n)
+    assert 48 <= cfg.input_size <= 64
+    # same topology as the paper: both branches, residual backbone, two MoE blocks
+    assert len(cfg.global_convs) >= 4 and len(cfg.local_convs) >= 3
+    assert model.moe_global.num_experts == model.moe_expression.num_experts == 4
+
+
+def test_compact_global_kernels_scale_with_input_size():
+    assert [k for _, k in get_config("compact").global_convs] == [17, 11, 5, 3]
+    assert [k for _, k in get_config("compact-rgb64").global_convs] == [21, 15, 7, 5]
+
+
+def test_overrides_and_unknown_preset():
+    model = create_model("compact", top_k=1, moe_renormalize=True, num_experts=6)
+    assert model.moe_global.top_k == 1 and model.moe_global.num_experts == 6 and model.moe_global.renormalize
+    with pytest.raises(KeyError, match="unknown preset"):
+        create_model("nope")
+    with pytest.raises(TypeError):
+        create_model("compact", not_a_field=1)
+
+
+def test_config_round_trip():
+    cfg = get_config("compact", num_classes=8, noisy_gating=True)
+    assert ExpressNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ExpressNetConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_aux_loss_is_zero_by_default_and_differentiable_when_enabled():
+    x = torch.rand(4, 1, 48, 48)
+    plain = create_model("compact-s")
+    plain(x)
+    assert float(plain.aux_loss()) == 0.0
+    balanced = create_model("compact-s", balance_loss_weight=0.01, z_loss_weight=0.001)
+    balanced(x)
+    loss = balanced.aux_loss()
+    assert loss.item() > 0
+    loss.backward()
+    assert balanced.moe_global.gate.weight.grad.abs().sum() > 0
+
+
+def test_model_summary_cli():
+    from typer.testing import CliRunner
+
+    from expressnet.cli import app
+
+    result = CliRunner().invoke(app, ["model-summary", "--preset", "paper", "--num-classes", "8"])
+    assert result.exit_code == 0, result.output
+    assert "35,877,776" in result.output and "55,120" in result.output
+    for part in ("global", "local", "backbone", "fusion", "moe", "head", "total"):
+        assert part in result.output
+    result = CliRunner().invoke(app, ["model-summary", "--preset", "compact", "--input-size", "64"])
+    assert result.exit_code == 0 and "64x64x1" in result.output
