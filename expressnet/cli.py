@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ExpressNet-MoE facial expression recognition.")
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @app.command("model-summary")
@@ -54,6 +54,156 @@ def presets() -> None:
     for name in sorted(PRESETS):
         table.add_row(name, PRESETS[name].description)
     console.print(table)
+
+
+def _emit_json(data: dict, target: str | None) -> None:
+    """Print JSON to stdout for ``-`` or write it atomically to a file."""
+    import json
+
+    if target is None:
+        return
+    text = json.dumps(data, indent=1)
+    if target == "-":
+        typer.echo(text)
+    else:
+        from .io import atomic_write_text
+
+        atomic_write_text(target, text + "\n")
+        console.print(f"wrote {target}")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    config: Annotated[str | None, typer.Option(help="YAML training config (fields of TrainConfig).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Model preset; picks the recipe defaults.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset path or name (fer2013, ferplus).")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 (CPU/GPU autocast) or fp16 (GPU AMP).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    backbone_weights: Annotated[
+        str | None, typer.Option(help="torchvision-style ResNet weights for the backbone.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory (checkpoints, logs, plots, report).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override any field: key=value (augment.rotate=10).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last completed epoch.")] = False,
+) -> None:
+    """Train a model. Defaults: the paper recipe for the paper preset, our stronger recipe otherwise."""
+    from .data import DataError
+    from .train.config import TrainConfig, apply_overrides, parse_set, recipe
+    from .train.loop import run
+
+    try:
+        if resume:
+            if out is None:
+                _fail("--resume needs --out (the run directory to continue)")
+            cfg = TrainConfig(out=out)
+        else:
+            file_values = {}
+            if config is not None:
+                file_values = _read_yaml(config)
+            chosen = preset or file_values.get("preset") or "compact"
+            cfg = apply_overrides(recipe(chosen), {**file_values, "preset": chosen})
+            flags = dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
+                         threads=threads, seed=seed, backbone_weights=backbone_weights, out=out)  # fmt: skip
+            cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
+            cfg = apply_overrides(cfg, parse_set(set_ or []))
+        run(cfg, resume=resume)
+    except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(str(exc))
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a training config must be a mapping of fields")
+    return data
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Option(help="Checkpoint path or shipped model name (fer2013, ferplus, default).")
+    ] = "default",
+    data: Annotated[str, typer.Option(help="Dataset path or name.")] = "fer2013",
+    split: Annotated[str, typer.Option(help="Split or role; A+B joins splits (PublicTest+PrivateTest).")] = "test",
+    json_out: Annotated[str | None, typer.Option("--json", help="Write metrics JSON here ('-' for stdout).")] = None,
+    report_dir: Annotated[str | None, typer.Option(help="Write metrics.json and figures here.")] = None,
+    tta: Annotated[bool | None, typer.Option(help="Flip averaging (default: as the model was trained).")] = None,
+    ablation: Annotated[bool, typer.Option(help="Drop-one-expert ablation.")] = True,
+    batch_size: Annotated[int, typer.Option()] = 256,
+) -> None:
+    """Accuracy, macro-F1, balanced accuracy, per-class scores, confusion matrix, ECE, MoE routing and ablation."""
+    from .data import DataError, load_dataset, prepare_split
+    from .evaluate.report import write_report
+    from .hub import load_model, relabel_split
+
+    try:
+        net = load_model(model)
+        dataset = load_dataset(data)
+        prepared = prepare_split(relabel_split(dataset.split(split), net.class_names), net.preprocessing)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    use_tta = net.metadata.get("tta_flip", False) if tta is None else tta
+    result = write_report(net, prepared, report_dir, use_tta, f"{dataset.name} {split}", ablation, batch_size)
+    result = {"model": str(model), "data": str(data), "split": split, **result}
+    if report_dir is not None:
+        import json
+
+        from .io import atomic_write_text
+
+        atomic_write_text(f"{report_dir}/metrics.json", json.dumps(result, indent=1))
+    if json_out != "-":
+        console.print(
+            f"{dataset.name} {split} (n={result['n']:,}): accuracy {result['accuracy']:.4f}  "
+            f"macro-F1 {result['macro_f1']:.4f}  balanced accuracy {result['balanced_accuracy']:.4f}  "
+            f"ECE {result['ece']:.4f}"
+        )
+    _emit_json(result, json_out)
+
+
+@app.command("data-report")
+def data_report_cmd(
+    data: Annotated[str, typer.Option(help="Dataset path or name.")],
+    json_out: Annotated[str | None, typer.Option("--json", help="Write counts JSON here ('-' for stdout).")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Folder for the figures (class distribution, histograms, grids).")
+    ] = None,
+) -> None:
+    """Images per split and class, with class-distribution, intensity-histogram and example-grid figures."""
+    from .data import DataError, load_dataset
+    from .evaluate.data_report import data_report
+
+    try:
+        report = data_report(load_dataset(data), out)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+    if json_out != "-":
+        table = Table(title=f"{report['dataset']} ({report['source']})")
+        table.add_column("split")
+        for c in report["classes"]:
+            table.add_column(c, justify="right")
+        table.add_column("total", justify="right")
+        for split, counts in report["splits"].items():
+            table.add_row(split, *[f"{counts[c]:,}" for c in report["classes"]], f"{report['totals'][split]:,}")
+        console.print(table)
+    _emit_json(report, json_out)
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ class ExpressNetConfig:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         data = dict(data)
         if isinstance(data.get("backbone"), dict):
-            bb = data["backbone"]
+            bb = {**asdict(ResNetSpec()), **data["backbone"]}
             data["backbone"] = ResNetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in bb.items()})
         for key in ("global_convs", "local_convs"):
             if key in data:
@@ -206,7 +206,15 @@ def get_config(preset: str, num_classes: int = 7, **overrides: Any) -> ExpressNe
     """The config of a named preset with ``num_classes`` and any field overridden."""
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; available: {', '.join(list_presets())}")
-    return replace(PRESETS[preset].config, num_classes=num_classes, **overrides)
+    cfg = replace(PRESETS[preset].config, num_classes=num_classes)
+    if not overrides:
+        return cfg
+    merged = cfg.to_dict()
+    for key, value in overrides.items():
+        if key == "backbone" and isinstance(value, dict):  # partial backbone overrides keep the rest
+            value = {**merged["backbone"], **value}
+        merged[key] = value
+    return ExpressNetConfig.from_dict(merged)
 
 
 def create_model(
@@ -280,4 +288,19 @@ register_preset(
     "Smallest, fastest variant for 48x48 gray: one basic block per stage (widths 32-256, full-resolution "
     "stem), about 2.6 M parameters.",
     compact_config(widths=(32, 64, 128, 256), layers=(1, 1, 1, 1), stem="small"),
+)
+register_preset(
+    "tiny",
+    "A few thousand parameters with the full topology, for tests and smoke runs (48x48 gray); not for real use.",
+    ExpressNetConfig(
+        in_channels=1,
+        input_size=48,
+        global_convs=((4, 17), (8, 11), (8, 3)),
+        global_dim=32,
+        local_convs=((8, 5), (16, 3)),
+        backbone=ResNetSpec("basic", (1, 1), (8, 16), "small_pool", stem_width=8),
+        fusion_dim=32,
+        conv_dropout=0.0,
+        feature_dropout=0.1,
+    ),
 )

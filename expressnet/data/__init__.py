@@ -1,0 +1,25 @@
+"""Datasets: readers for FER-2013, FER+, RAF-DB, AffectNet and image folders behind one interface."""
+
+from .base import DataError, Dataset, Split, concat_splits, stratified_indices
+from .images import read_image, to_model_input
+from .labels import EMOTIONS, canonical
+from .prepare import Prepared, Preprocessing, prepare_split
+from .registry import data_root, detect_kind, load_dataset
+
+__all__ = [
+    "EMOTIONS",
+    "DataError",
+    "Dataset",
+    "Prepared",
+    "Preprocessing",
+    "Split",
+    "canonical",
+    "concat_splits",
+    "data_root",
+    "detect_kind",
+    "load_dataset",
+    "prepare_split",
+    "read_image",
+    "stratified_indices",
+    "to_model_input",
+]

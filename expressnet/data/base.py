@@ -1,0 +1,152 @@
+"""The common dataset interface: named splits of labelled face images, in memory or as files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class DataError(Exception):
+    """A dataset problem a user can fix; the message names the file and the problem."""
+
+
+@dataclass
+class Split:
+    """One split: labels, optional soft labels (N, C), and images held in memory or read on demand.
+
+    ``images`` is an array (N, H, W) or (N, H, W, C) of uint8 when in memory; otherwise ``reader(i)``
+    decodes image ``i`` (a file named by ``sources[i]``) as uint8 gray (H, W) or RGB (H, W, 3).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    labels: np.ndarray
+    sources: list[str]
+    images: np.ndarray | None = None
+    reader: Callable[[int], np.ndarray] | None = None
+    soft_labels: np.ndarray | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # source -> reason, for unreadable/unlabelled items
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        n = len(self.labels)
+        if len(self.sources) != n:
+            raise ValueError(f"{self.name}: {n} labels but {len(self.sources)} sources")
+        if self.images is None and self.reader is None:
+            raise ValueError(f"{self.name}: needs images or a reader")
+        if self.images is not None and len(self.images) != n:
+            raise ValueError(f"{self.name}: {n} labels but {len(self.images)} images")
+        if self.soft_labels is not None and self.soft_labels.shape != (n, len(self.class_names)):
+            raise ValueError(f"{self.name}: soft labels must be ({n}, {len(self.class_names)})")
+        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise ValueError(f"{self.name}: labels outside 0..{len(self.class_names) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> np.ndarray:
+        return self.images[i] if self.images is not None else self.reader(i)
+
+    def counts(self) -> dict[str, int]:
+        bins = np.bincount(self.labels, minlength=len(self.class_names))
+        return {c: int(k) for c, k in zip(self.class_names, bins)}
+
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> Split:
+        idx = np.asarray(indices, dtype=np.int64)
+        reader = None
+        if self.reader is not None:
+            parent = self.reader
+            reader = lambda i: parent(int(idx[i]))  # noqa: E731
+        return Split(
+            name=name or self.name,
+            class_names=self.class_names,
+            labels=self.labels[idx],
+            sources=[self.sources[i] for i in idx],
+            images=None if self.images is None else self.images[idx],
+            reader=reader,
+            soft_labels=None if self.soft_labels is None else self.soft_labels[idx],
+        )
+
+    def fingerprint(self) -> str:
+        """Short hash of sources and labels (and pixels when in memory): identifies exactly what was used."""
+        h = hashlib.sha256()
+        h.update("\n".join(self.sources).encode())
+        h.update(self.labels.tobytes())
+        if self.images is not None:
+            h.update(np.ascontiguousarray(self.images).tobytes())
+        return h.hexdigest()[:16]
+
+
+def concat_splits(splits: Sequence[Split], name: str) -> Split:
+    """Several splits of one dataset as one (e.g. FER-2013 PublicTest+PrivateTest, the paper's 7,178)."""
+    first = splits[0]
+    if any(s.class_names != first.class_names for s in splits):
+        raise ValueError("cannot concatenate splits with different classes")
+    if all(s.images is not None for s in splits) and len({s.images.shape[1:] for s in splits}) == 1:
+        images, reader = np.concatenate([s.images for s in splits]), None
+    else:
+        offsets = np.cumsum([0] + [len(s) for s in splits])
+
+        def reader(i: int) -> np.ndarray:
+            j = int(np.searchsorted(offsets, i, side="right") - 1)
+            return splits[j].image(i - int(offsets[j]))
+
+        images = None
+    soft = [s.soft_labels for s in splits]
+    return Split(
+        name=name,
+        class_names=first.class_names,
+        labels=np.concatenate([s.labels for s in splits]),
+        sources=[src for s in splits for src in s.sources],
+        images=images,
+        reader=reader,
+        soft_labels=None if any(x is None for x in soft) else np.concatenate(soft),
+        skipped={k: v for s in splits for k, v in s.skipped.items()},
+    )
+
+
+def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split: (kept, held-out) index arrays with ``fraction`` of each class held out."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    kept, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    return np.sort(kept), np.sort(held)
+
+
+@dataclass
+class Dataset:
+    """A named dataset: its splits and which of them play the train/val/test roles."""
+
+    name: str
+    splits: dict[str, Split]
+    roles: dict[str, str]  # role ("train", "val", "test") -> split name
+    root: str = ""
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return next(iter(self.splits.values())).class_names
+
+    def split(self, name: str) -> Split:
+        """A split by name or role; ``A+B`` concatenates splits (e.g. ``PublicTest+PrivateTest``)."""
+        parts = [self.roles.get(p, p) for p in name.split("+")]
+        missing = [p for p in parts if p not in self.splits]
+        if missing:
+            known = sorted(self.splits) + sorted(self.roles)
+            raise DataError(f"{self.root or self.name}: no split {missing[0]!r}; available: {', '.join(known)}")
+        if len(parts) == 1:
+            return self.splits[parts[0]]
+        return concat_splits([self.splits[p] for p in parts], "+".join(parts))
+
+    def with_validation_from_train(self, fraction: float = 0.1, seed: int = 0) -> Dataset:
+        """Hold out a stratified, seeded part of the train split as validation (for datasets without one)."""
+        train = self.split("train")
+        kept, held = stratified_indices(train.labels, fraction, seed)
+        splits = dict(self.splits)
+        splits[f"{train.name}-fit"] = train.subset(kept, f"{train.name}-fit")
+        splits[f"{train.name}-val"] = train.subset(held, f"{train.name}-val")
+        roles = {**self.roles, "train": f"{train.name}-fit", "val": f"{train.name}-val"}
+        return Dataset(self.name, splits, roles, self.root)

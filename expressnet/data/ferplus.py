@@ -1,0 +1,104 @@
+"""FER+ (Barsoum et al. 2016): ten crowd votes per FER-2013 image.
+
+Labels: the majority emotion (argmax of the 8 emotion votes, earlier column on ties), after the usual
+filtering that drops images where "unknown" or "not a face" got at least as many votes as the top
+emotion. Soft labels: the normalised distribution of the 8 emotion votes.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .base import DataError, Dataset, Split
+from .fer2013 import ROLES, SPLITS, read_fer2013_csv
+from .labels import FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS
+
+
+def majority_labels(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, soft labels, keep mask) from (N, 10) votes in FER+ column order."""
+    votes = np.asarray(votes, dtype=np.float64)
+    emotions = votes[:, :8]
+    top = emotions.max(axis=1)
+    keep = (top > 0) & (np.maximum(votes[:, 8], votes[:, 9]) < top)
+    soft = emotions / np.maximum(emotions.sum(axis=1, keepdims=True), 1)
+    return emotions.argmax(axis=1), soft.astype(np.float32), keep
+
+
+def _dataset(root: Path, images: np.ndarray, votes: np.ndarray, usage: np.ndarray, sources: list[str]) -> Dataset:
+    labels, soft, keep = majority_labels(votes)
+    splits = {}
+    for split in SPLITS:
+        idx = np.flatnonzero(usage == split)
+        kept = idx[keep[idx]]
+        if not len(idx):
+            continue
+        s = Split(
+            split,
+            FERPLUS_CLASSES,
+            labels[kept],
+            [sources[i] for i in kept],
+            images=images[kept],
+            soft_labels=soft[kept],
+        )
+        s.skipped.update({sources[i]: "unknown/not-a-face votes dominate" for i in idx[~keep[idx]]})
+        splits[split] = s
+    return Dataset("ferplus", splits, {r: s for r, s in ROLES.items() if s in splits}, str(root))
+
+
+def read_ferplus_npz(path: str | Path) -> Dataset:
+    """``ferplus.npz``: lossless FER-2013 pixels with the fer2013new.csv votes (see PROVENANCE.md)."""
+    path = Path(path)
+    data = np.load(path, allow_pickle=False)
+    missing = {"images", "votes", "split"} - set(data.files)
+    if missing:
+        raise DataError(f"{path}: not a FER+ npz (missing arrays {sorted(missing)})")
+    if data["votes"].shape[1] != 10:
+        raise DataError(f"{path}: votes must have 10 columns {FERPLUS_VOTE_COLUMNS}")
+    sources = list(data["paths"]) if "paths" in data.files else [f"{path.name}:{i}" for i in range(len(data["votes"]))]
+    return _dataset(path, data["images"], data["votes"], data["split"], sources)
+
+
+def read_ferplus_csv(votes_csv: str | Path, images: str | Path | None = None) -> Dataset:
+    """``fer2013new.csv`` votes joined row by row to FER-2013 pixels from ``fer2013.csv``.
+
+    ``images`` defaults to ``fer2013.csv`` beside the votes file. Rows with an empty image name (no FER+
+    image) are skipped, as FER+ itself does.
+    """
+    votes_csv = Path(votes_csv)
+    images = Path(images) if images else votes_csv.with_name("fer2013.csv")
+    if not votes_csv.is_file():
+        raise DataError(f"{votes_csv}: file not found")
+    if not images.is_file():
+        raise DataError(f"{images}: FER-2013 pixels needed for the FER+ votes in {votes_csv} (pass images=...)")
+    if images.suffix == ".npz":
+        raise DataError(f"{images}: the Kaggle npz is not in fer2013.csv row order; use ferplus.npz or fer2013.csv")
+    fer = read_fer2013_csv(images)
+    by_row = {}
+    for split in fer.splits.values():
+        for i, src in enumerate(split.sources):
+            by_row[int(src.rsplit(":", 1)[1]) - 2] = (split.images[i], split.name)
+    rows, votes, names = [], [], []
+    with votes_csv.open(newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"Usage", "Image name", *FERPLUS_VOTE_COLUMNS}
+        if not need <= set(reader.fieldnames or ()):
+            raise DataError(f"{votes_csv}: expected columns {sorted(need)}, found {reader.fieldnames}")
+        for r, row in enumerate(reader):
+            if not row["Image name"].strip():
+                continue
+            if r not in by_row:
+                raise DataError(f"{votes_csv}: line {r + 2} has no pixels in {images} (row {r + 2})")
+            if by_row[r][1] != row["Usage"]:
+                raise DataError(f"{votes_csv}: line {r + 2}: Usage {row['Usage']} but {images} says {by_row[r][1]}")
+            try:
+                votes.append([int(row[c]) for c in FERPLUS_VOTE_COLUMNS])
+            except ValueError:
+                raise DataError(f"{votes_csv}: line {r + 2}: votes must be integers") from None
+            rows.append(r)
+            names.append(row["Image name"].strip())
+    pixels = np.stack([by_row[r][0] for r in rows])
+    usage = np.array([by_row[r][1] for r in rows])
+    return _dataset(votes_csv, pixels, np.array(votes), usage, names)

@@ -1,0 +1,91 @@
+"""Image decoding and the colour/size conversions shared by datasets and inference.
+
+Everything returns uint8 arrays: RGB (H, W, 3) or gray (H, W). Decoding follows EXIF orientation and
+handles gray, gray+alpha, palette, RGBA, CMYK, 16-bit and float images. Failures raise
+:class:`~expressnet.data.base.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .base import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm")
+INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL image -> RGB uint8, after EXIF rotation; alpha is composited onto white."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F" and arr.max() <= 1.0:
+            top = 1.0
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file as RGB uint8 (H, W, 3); ``DataError`` naming the file if it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not an image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_rgb(img)
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{path}: not an image file (unrecognised format)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: unreadable image ({exc})") from exc
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes (an upload, an archive member) as RGB uint8."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return pil_to_rgb(img)
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{name}: not an image (unrecognised format)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{name}: unreadable image ({exc})") from exc
+
+
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """Gray (H, W) or RGB (H, W, 3) -> (H, W) for ``channels=1`` or (H, W, 3) for ``channels=3``."""
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if channels == 1:
+        return img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+    if channels == 3:
+        return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+
+
+def resize(img: np.ndarray, size: int, interpolation: str = "linear") -> np.ndarray:
+    """Resize to size x size (no-op when already that size)."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return cv2.resize(np.ascontiguousarray(img), (size, size), interpolation=INTERPOLATION[interpolation])
+
+
+def to_model_input(img: np.ndarray, size: int, channels: int, interpolation: str = "linear") -> np.ndarray:
+    """A face crop -> uint8 (channels, size, size), the layout models and datasets exchange."""
+    out = resize(to_channels(img, channels), size, interpolation)
+    return out[None] if out.ndim == 2 else out.transpose(2, 0, 1)

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny synthetic datasets built on the fly, and the real data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from expressnet.data import data_root
+from expressnet.data.labels import FER2013_CLASSES
+
+
+def pattern_image(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A gray image whose bright blob position encodes the label (learnable in a few steps)."""
+    img = rng.normal(90, 20, (size, size))
+    cy, cx = divmod(label, 3)
+    y0, x0 = 4 + cy * 14, 4 + cx * 14
+    img[y0 : y0 + 12, x0 : x0 + 12] += 120
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_fer_npz(path: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    images, labels, split, paths = [], [], [], []
+    for name, n in per_class.items():
+        for i in range(n):
+            y = i % 7
+            images.append(pattern_image(y, rng))
+            labels.append(y)
+            split.append(name)
+            paths.append(f"{name}/{FER2013_CLASSES[y]}/{name}_{i}.jpg")
+    np.savez_compressed(path, images=np.stack(images), labels=np.array(labels), split=np.array(split),
+                        class_names=np.array(FER2013_CLASSES), paths=np.array(paths))  # fmt: skip
+    return path
+
+
+@pytest.fixture
+def synthetic_fer(tmp_path) -> Path:
+    """A FER-2013-format npz: 280 Training, 70 PublicTest, 70 PrivateTest pattern images."""
+    return make_fer_npz(tmp_path / "synthetic_fer.npz", {"Training": 280, "PublicTest": 70, "PrivateTest": 70})
+
+
+def save_image(path: Path, array: np.ndarray, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+REAL = data_root()
+
+
+def real_data(name: str) -> Path:
+    """Path of a real dataset file, or skip the test with the reason."""
+    path = REAL / name
+    if not path.exists():
+        pytest.skip(f"real data {name} not found in {REAL} (set EXPRESSNET_DATA to the folder holding it)")
+    return path

@@ -1,0 +1,65 @@
+"""Checkpoints round-trip exactly, are written atomically, and bad files give clear errors."""
+
+import json
+
+import pytest
+import torch
+
+from expressnet.checkpoint import CheckpointError, build_model, load_checkpoint, read_metadata, save_checkpoint
+from expressnet.data import Preprocessing
+from expressnet.nn import create_model
+
+
+def save_tiny(path):
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=3).eval()
+    meta = {"model_config": model.config.to_dict(), "class_names": ["happy", "sad", "neutral"],
+            "preprocessing": Preprocessing(48, 1).to_dict(), "metrics": {"val": {"accuracy": 0.5}}}  # fmt: skip
+    save_checkpoint(path, model.state_dict(), meta)
+    return model
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "m.safetensors"
+    model = save_tiny(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temp files left
+    loaded = build_model(path)
+    x = torch.rand(4, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded.class_names == ("happy", "sad", "neutral")
+    assert loaded.preprocessing == Preprocessing(48, 1)
+    assert json.loads(path.with_suffix(".json").read_text())["metrics"]["val"]["accuracy"] == 0.5
+    state, meta = load_checkpoint(path)
+    assert meta["format"] == "expressnet-checkpoint/1" and set(state) == set(model.state_dict())
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        read_metadata(tmp_path / "none.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match=r"junk\.safetensors"):
+        read_metadata(junk)
+    path = tmp_path / "m.safetensors"
+    save_tiny(path)
+    state, meta = load_checkpoint(path)
+    meta["model_config"]["num_classes"] = 5  # weights no longer fit the described model
+    save_checkpoint(path, state, meta)
+    with pytest.raises(CheckpointError, match="do not match"):
+        build_model(path)
+
+
+def test_overwrite_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    save_tiny(path)
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("expressnet.checkpoint.save_file", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"w": torch.zeros(1)}, {})
+    assert path.read_bytes() == before  # the old checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]

@@ -1,0 +1,256 @@
+"""Dataset readers on tiny fixtures built here, plus the real files' counts when the data is present."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import make_fer_npz, pattern_image, real_data, save_image
+
+from expressnet.data import DataError, Preprocessing, detect_kind, load_dataset, prepare_split
+from expressnet.data.base import stratified_indices
+from expressnet.data.labels import FER2013_CLASSES, FERPLUS_CLASSES, canonical
+from expressnet.data.rafdb import parse_rafdb_labels
+
+RNG = np.random.default_rng(0)
+
+
+def write_csv(path, header, rows):
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def pixels(label: int) -> str:
+    return " ".join(map(str, pattern_image(label, RNG).ravel()))
+
+
+def test_canonical_names():
+    assert canonical("Happiness") == "happy" and canonical("anger") == "angry" and canonical("surprised") == "surprise"
+    with pytest.raises(ValueError, match="unknown emotion"):
+        canonical("bored")
+
+
+def test_fer2013_csv(tmp_path):
+    rows = [(0, pixels(0), "Training"), (3, pixels(3), "Training"), (6, pixels(6), "PublicTest"),
+            (4, "1 2 3", "PrivateTest"), (5, pixels(5), "PrivateTest")]  # fmt: skip
+    path = write_csv(tmp_path / "fer2013.csv", ["emotion", "pixels", "Usage"], rows)
+    assert detect_kind(path) == "fer2013-csv"
+    ds = load_dataset(path)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"Training": 2, "PublicTest": 1, "PrivateTest": 1}
+    assert ds.split("train").labels.tolist() == [0, 3]
+    assert ds.split("test").labels.tolist() == [5]  # the malformed row is skipped, not relabelled
+    skipped = {k: v for s in ds.splits.values() for k, v in s.skipped.items()}
+    assert list(skipped) == ["fer2013.csv:5"] and "2304" in skipped["fer2013.csv:5"]
+    assert ds.split("PublicTest+PrivateTest").labels.tolist() == [6, 5]
+    assert load_dataset(tmp_path).name == "fer2013"  # a folder holding fer2013.csv
+
+    bad = write_csv(tmp_path / "bad.csv", ["emotion", "pixels", "Usage"], [(9, pixels(0), "Training")])
+    with pytest.raises(DataError, match=r"bad\.csv: line 2: unknown label 9"):
+        load_dataset(bad)
+
+
+def test_fer2013_npz(tmp_path):
+    path = make_fer_npz(tmp_path / "f.npz", {"Training": 14, "PublicTest": 7, "PrivateTest": 7})
+    assert detect_kind(path) == "fer2013-npz"
+    ds = load_dataset(path)
+    assert ds.roles == {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+    assert ds.split("val").counts() == dict.fromkeys(FER2013_CLASSES, 1)
+    with pytest.raises(DataError, match="no split 'Validation'"):
+        ds.split("Validation")
+
+
+def make_fer_folders(root, corrupt: bool = False):
+    for i, cls in enumerate(FER2013_CLASSES):
+        save_image(root / "train" / cls / f"Training_{i}.jpg", pattern_image(i, RNG))
+        save_image(root / "train" / cls / f"Training_{i + 10}.jpg", pattern_image(i, RNG))
+        save_image(root / "test" / cls / f"PublicTest_{i}.jpg", pattern_image(i, RNG))
+        save_image(root / "test" / cls / f"PrivateTest_{i}.jpg", pattern_image(i, RNG))
+    if corrupt:
+        (root / "train" / "happy" / "Training_99.jpg").write_bytes(b"not a jpeg")
+
+
+def test_fer2013_kaggle_folders_and_unreadable_images(tmp_path):
+    make_fer_folders(tmp_path, corrupt=True)
+    assert detect_kind(tmp_path) == "fer2013-folders"
+    ds = load_dataset(tmp_path)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"Training": 15, "PublicTest": 7, "PrivateTest": 7}
+    prepared = prepare_split(ds.split("train"), Preprocessing(48, 1))
+    assert len(prepared) == 14 and prepared.images.shape == (14, 1, 48, 48)
+    [(src, reason)] = prepared.skipped.items()
+    assert src.endswith("Training_99.jpg") and "not an image" in reason
+    assert prepared.labels.tolist().count(FER2013_CLASSES.index("happy")) == 2  # never relabelled
+
+
+def test_unknown_class_folder_names_the_folder(tmp_path):
+    save_image(tmp_path / "train" / "bored" / "a.png", pattern_image(0, RNG))
+    save_image(tmp_path / "test" / "happy" / "b.png", pattern_image(0, RNG))
+    with pytest.raises(DataError, match="bored"):
+        load_dataset(tmp_path)
+
+
+def test_ferplus_csv_votes_joined_to_fer2013(tmp_path):
+    fer = write_csv(tmp_path / "fer2013.csv", ["emotion", "pixels", "Usage"],
+                    [(3, pixels(3), "Training"), (0, pixels(0), "Training"), (6, pixels(6), "Training"),
+                     (4, pixels(4), "PublicTest"), (5, pixels(5), "PrivateTest")])  # fmt: skip
+    header = ["Usage", "Image name", "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+              "contempt", "unknown", "NF"]  # fmt: skip
+    votes = write_csv(tmp_path / "fer2013new.csv", header, [
+        ["Training", "fer0000000.png", 0, 9, 1, 0, 0, 0, 0, 0, 0, 0],  # happy
+        ["Training", "fer0000001.png", 2, 0, 0, 0, 2, 0, 0, 0, 6, 0],  # unknown dominates -> dropped
+        ["Training", "", 10, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # no FER+ image -> skipped
+        ["PublicTest", "fer0000003.png", 3, 0, 0, 5, 0, 0, 0, 0, 2, 0],  # sad
+        ["PrivateTest", "fer0000004.png", 0, 0, 4, 0, 0, 0, 4, 2, 0, 0],  # tie surprise/fear: earlier column wins
+    ])  # fmt: skip
+    assert detect_kind(votes) == "ferplus-csv"
+    ds = load_dataset(votes)
+    assert ds.class_names == FERPLUS_CLASSES
+    train = ds.split("train")
+    assert train.labels.tolist() == [FERPLUS_CLASSES.index("happy")]
+    assert list(train.skipped.values()) == ["unknown/not-a-face votes dominate"]
+    assert ds.split("val").labels.tolist() == [FERPLUS_CLASSES.index("sad")]
+    assert ds.split("test").labels.tolist() == [FERPLUS_CLASSES.index("surprise")]
+    np.testing.assert_allclose(ds.split("test").soft_labels[0], [0, 0, 0.4, 0, 0, 0, 0.4, 0.2])
+    with fer.open() as f:
+        val_pixels = np.array([int(v) for v in list(csv.reader(f))[4][1].split()], dtype=np.uint8)
+    assert np.array_equal(ds.split("val").images[0], val_pixels.reshape(48, 48))  # joined by row
+    with pytest.raises(DataError, match="FER-2013 pixels needed"):
+        load_dataset(votes, images=tmp_path / "missing.csv")
+
+
+def test_ferplus_npz(tmp_path):
+    votes = np.array([[8, 1, 0, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 10], [1, 1, 1, 5, 0, 0, 0, 0, 2, 0]])
+    path = tmp_path / "ferplus.npz"
+    split = np.array(["Training", "Training", "PrivateTest"])
+    np.savez_compressed(path, images=np.zeros((3, 48, 48), np.uint8), votes=votes, split=split)
+    assert detect_kind(path) == "ferplus-npz"
+    ds = load_dataset(path)
+    assert ds.split("train").labels.tolist() == [0] and len(ds.split("train").skipped) == 1
+    assert ds.split("test").labels.tolist() == [FERPLUS_CLASSES.index("sad")]
+    assert ds.split("test").soft_labels.sum() == pytest.approx(1.0)
+
+
+def test_rafdb_official_layout(tmp_path):
+    lines = ["train_00001.jpg 4", "train_00002.jpg 1", "train_00003.jpg 7", "test_0001.jpg 6", "test_0002.jpg 3"]
+    for i in range(4, 24):
+        lines.append(f"train_{i:05d}.jpg {1 + i % 7}")
+    (tmp_path / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    for line in lines[:-1]:  # the last test image is missing
+        name = line.split()[0].replace(".jpg", "_aligned.jpg")
+        save_image(tmp_path / "aligned" / name, RNG.integers(0, 255, (100, 100, 3), dtype=np.uint8))
+    assert detect_kind(tmp_path) == "rafdb-official"
+    ds = load_dataset(tmp_path)
+    assert len(ds.split("train")) + len(ds.split("val")) == 23
+    test = ds.split("test")
+    assert [ds.class_names[y] for y in test.labels] == ["angry"] and len(test.skipped) == 1
+    assert test.image(0).shape == (100, 100, 3)
+    (tmp_path / "list_patition_label.txt").write_text("train_00001.jpg 9\n")
+    with pytest.raises(DataError, match="line 1: unknown label 9"):
+        load_dataset(tmp_path)
+
+
+def test_rafdb_kaggle_layout(tmp_path):
+    rows = {"train": [], "test": []}
+    for split, n in (("train", 21), ("test", 7)):
+        for i in range(n):
+            label = 1 + i % 7
+            name = f"{split}_{i:05d}_aligned.jpg"
+            save_image(
+                tmp_path / "DATASET" / split / str(label) / name, RNG.integers(0, 255, (100, 100, 3), dtype=np.uint8)
+            )
+            rows[split].append((name, label))
+        write_csv(tmp_path / f"{split}_labels.csv", ["image", "label"], rows[split])
+    assert detect_kind(tmp_path) == "rafdb-kaggle"
+    ds = load_dataset(tmp_path)
+    assert ds.split("test").counts() == dict.fromkeys(ds.class_names, 1)
+    assert ds.class_names[0] == "surprise" and ds.class_names[5] == "angry"
+
+
+def test_rafdb_real_label_file_counts():
+    entries = parse_rafdb_labels(real_data("rafdb_list_patition_label.txt"))
+    train = np.bincount([y for _, y in entries["train"]], minlength=7).tolist()
+    test = np.bincount([y for _, y in entries["test"]], minlength=7).tolist()
+    assert train == [1290, 281, 717, 4772, 1982, 705, 2524] and sum(train) == 12_271
+    assert test == [329, 74, 160, 1185, 478, 162, 680] and sum(test) == 3_068
+
+
+def make_affectnet(root, per_class: int = 10):
+    rows = []
+    for cls in ("anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"):
+        for i in range(per_class):
+            rel = f"{cls}/image{i:05d}.png"
+            save_image(root / rel, RNG.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+            rows.append((rel, cls))
+    return write_csv(root / "labels.csv", ["pth", "label"], rows)
+
+
+def test_affectnet_8_and_7_classes_with_the_papers_split(tmp_path):
+    labels_csv = make_affectnet(tmp_path)
+    assert detect_kind(tmp_path) == "affectnet"
+    ds8 = load_dataset(tmp_path)
+    assert len(ds8.class_names) == 8 and len(ds8.split("test")) == 16
+    ds7 = load_dataset(labels_csv, num_classes=7)
+    assert "contempt" not in ds7.class_names and len(ds7.split("test")) == 14
+    # the paper's split: sklearn stratified 80/20 with random_state=52 over labels.csv rows
+    labels = np.repeat(np.arange(8), 10)
+    _, test_idx = stratified_indices(labels, 0.2, 52)
+    with labels_csv.open() as f:
+        rows = np.array([r[0] for r in csv.reader(f)][1:])
+    assert sorted(ds8.split("test").sources) == sorted(str(tmp_path / p) for p in rows[test_idx])
+
+
+def test_generic_class_folders(tmp_path):
+    for cls in ("Happiness", "anger", "neutral"):
+        for i in range(10):
+            save_image(tmp_path / "ck" / cls / f"{i}.png", pattern_image(i % 7, RNG))
+    ds = load_dataset(tmp_path / "ck")
+    assert ds.class_names == ("angry", "happy", "neutral")
+    sizes = {k: len(v) for k, v in ds.splits.items()}
+    assert sizes == {"train": 24, "val": 3, "test": 3}
+    for cls in ("happy", "sad"):
+        for split in ("train", "test"):
+            for i in range(5):
+                save_image(tmp_path / "sp" / split / cls / f"{i}.png", pattern_image(i, RNG))
+    ds = load_dataset(tmp_path / "sp")
+    assert set(ds.roles) == {"train", "val", "test"} and len(ds.split("test")) == 10
+
+
+def test_missing_paths_and_names():
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset("/nonexistent/dataset")
+
+
+@pytest.mark.data
+def test_real_fer2013_counts_via_data_report(tmp_path):
+    from typer.testing import CliRunner
+
+    from expressnet.cli import app
+
+    path = real_data("fer2013.npz")
+    result = CliRunner().invoke(app, ["data-report", "--data", str(path), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["totals"] == {"Training": 28_709, "PublicTest": 3_589, "PrivateTest": 3_589}
+    assert report["splits"]["Training"] == {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830,
+                                            "surprise": 3171, "neutral": 4965}  # fmt: skip
+    assert report["splits"]["PrivateTest"]["happy"] == 879 and report["splits"]["PublicTest"]["disgust"] == 56
+
+
+@pytest.mark.data
+def test_real_ferplus_filtering():
+    ds = load_dataset(real_data("ferplus.npz"))
+    assert {k: len(v.skipped) for k, v in ds.splits.items()} == {"Training": 408, "PublicTest": 55, "PrivateTest": 53}
+    assert len(ds.split("test")) == 3_573 - 53
+
+
+@pytest.mark.data
+def test_data_report_figures(tmp_path):
+    from expressnet.evaluate.data_report import data_report
+
+    data_report(load_dataset(real_data("fer2013.npz")), tmp_path, histogram_images=300, grid_per_class=4)
+    for name in ("class_distribution.png", "intensity_Training.png", "examples.png", "data_report.json"):
+        assert (tmp_path / name).stat().st_size > 1000
