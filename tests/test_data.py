@@ -139,7 +139,9 @@ def test_rafdb_official_layout(tmp_path):
     for i in range(4, 24):
         lines.append(f"train_{i:05d}.jpg {1 + i % 7}")
     (tmp_path / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
-    for line in lines[:-1]:  # the last test image is missing
+    for line in lines:
+        if line.startswith("test_0002"):
+            continue  # this image is missing
         name = line.split()[0].replace(".jpg", "_aligned.jpg")
         save_image(tmp_path / "aligned" / name, RNG.integers(0, 255, (100, 100, 3), dtype=np.uint8))
     assert detect_kind(tmp_path) == "rafdb-official"
@@ -252,5 +254,6 @@ def test_data_report_figures(tmp_path):
     from expressnet.evaluate.data_report import data_report
 
     data_report(load_dataset(real_data("fer2013.npz")), tmp_path, histogram_images=300, grid_per_class=4)
-    for name in ("class_distribution.png", "intensity_Training.png", "examples.png", "data_report.json"):
-        assert (tmp_path / name).stat().st_size > 1000
+    for name in ("class_distribution.png", "intensity_Training.png", "examples.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+    assert json.loads((tmp_path / "data_report.json").read_text())["totals"]["PublicTest"] == 3_589

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -109,11 +110,24 @@ def concat_splits(splits: Sequence[Split], name: str) -> Split:
 
 
 def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split: (kept, held-out) index arrays with ``fraction`` of each class held out."""
+    """Seeded stratified split: (kept, held-out) index arrays with ``fraction`` of each class held out.
+
+    Uses scikit-learn's ``train_test_split`` semantics (so a given seed reproduces published splits); tiny
+    datasets hold out at least one image per class, and fall back to an unstratified split when some class
+    has a single image.
+    """
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(labels))
-    kept, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    labels = np.asarray(labels)
+    n, k = len(labels), len(np.unique(labels))
+    test_size: float | int = fraction
+    if math.ceil(fraction * n) < k:
+        test_size = k
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 and n - math.ceil(fraction * n) >= k else None
+    if n < 2 or (isinstance(test_size, int) and test_size >= n):
+        raise DataError(f"{n} images are too few to hold out {fraction:.0%} per class")
+    kept, held = train_test_split(np.arange(n), test_size=test_size, random_state=seed, stratify=stratify)
     return np.sort(kept), np.sort(held)
 
 

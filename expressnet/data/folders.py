@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, Dataset, Split
+from .base import DataError, Dataset, Split, stratified_indices
 from .images import IMAGE_SUFFIXES, read_image
 from .labels import canonical
 
@@ -16,6 +16,14 @@ def file_reader(paths: list[str]):
     return lambda i: read_image(paths[i])
 
 
+def folder_class(folder: Path) -> str:
+    """Canonical emotion named by a class folder; ``DataError`` naming the folder if it is not one."""
+    try:
+        return canonical(folder.name)
+    except ValueError:
+        raise DataError(f"{folder}: unknown emotion class folder {folder.name!r}") from None
+
+
 def read_class_folders(root: Path, class_names: tuple[str, ...] | None, split: str) -> Split:
     """One split from ``root/<class>/<image>``; class folder names may use any common spelling."""
     if not root.is_dir():
@@ -23,12 +31,7 @@ def read_class_folders(root: Path, class_names: tuple[str, ...] | None, split: s
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
         raise DataError(f"{root}: no class folders (expected {root}/<emotion>/<image files>)")
-    names = {}
-    for folder in folders:
-        try:
-            names[folder] = canonical(folder.name)
-        except ValueError:
-            raise DataError(f"{folder}: unknown emotion class folder {folder.name!r}") from None
+    names = {folder: folder_class(folder) for folder in folders}
     if class_names is None:
         class_names = tuple(sorted(set(names.values())))
     paths, labels = [], []
@@ -65,8 +68,6 @@ def read_image_folder(root: str | Path, class_names: tuple[str, ...] | None = No
     split_dirs = {SPLIT_FOLDERS[k]: p for k, p in subdirs.items() if k in SPLIT_FOLDERS}
     if not split_dirs:
         full = read_class_folders(root, class_names, "all")
-        from .base import stratified_indices
-
         rest, test = stratified_indices(full.labels, 0.1, seed)
         rest_split = full.subset(rest)
         fit, val = stratified_indices(rest_split.labels, 1 / 9, seed)
@@ -79,7 +80,7 @@ def read_image_folder(root: str | Path, class_names: tuple[str, ...] | None = No
     if class_names is None:
         found = set()
         for p in split_dirs.values():
-            found |= {canonical(d.name) for d in p.iterdir() if d.is_dir()}
+            found |= {folder_class(d) for d in p.iterdir() if d.is_dir()}
         class_names = tuple(sorted(found))
     splits = {role: read_class_folders(p, class_names, role) for role, p in split_dirs.items()}
     dataset = Dataset(root.name, splits, {r: r for r in splits}, str(root))

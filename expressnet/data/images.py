@@ -36,6 +36,32 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def array_to_rgb(img: np.ndarray, color: str = "rgb") -> np.ndarray:
+    """An image array -> RGB uint8 (H, W, 3). ``img`` is gray (H, W) or (H, W, 1), or colour (H, W, 3|4)
+    in ``color`` order "rgb" (RGB/RGBA) or "bgr" (BGR/BGRA, as OpenCV); uint8, uint16, bool or float
+    (in [0, 1] when its maximum is <= 1, else [0, 255]). Alpha is composited onto white."""
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)) or 0 in img.shape:
+        raise ValueError(f"expected an image array (H, W), (H, W, 3) or (H, W, 4), got shape {img.shape}")
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    elif img.dtype != np.uint8:
+        arr = img.astype(np.float64)
+        top = 1.0 if np.nanmax(arr) <= 1.0 else 255.0
+        img = np.clip(np.nan_to_num(arr) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if img.ndim == 3 and color == "bgr":
+        img = img[..., [2, 1, 0, 3][: img.shape[2]]]
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    return pil_to_rgb(Image.fromarray(np.ascontiguousarray(img)))
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file as RGB uint8 (H, W, 3); ``DataError`` naming the file if it cannot be read."""
     path = Path(path)

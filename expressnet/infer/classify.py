@@ -45,11 +45,15 @@ def predict_logits(
         for start in range(0, len(images), batch_size):
             x = to_float(images[start : start + batch_size].to(device))
             with autocast(device, precision):
-                logits = model(x).float()
-                if on_batch is not None:
-                    on_batch(start, start + len(x))
-                if tta_flip:
-                    logits = (logits + model(x.flip(-1)).float()) / 2
+                if tta_flip and on_batch is None:  # one pass over image + mirror: ~half the time on small batches
+                    both = model(torch.cat([x, x.flip(-1)])).float()
+                    logits = (both[: len(x)] + both[len(x) :]) / 2
+                else:
+                    logits = model(x).float()
+                    if on_batch is not None:
+                        on_batch(start, start + len(x))
+                    if tta_flip:
+                        logits = (logits + model(x.flip(-1)).float()) / 2
             out.append(logits.cpu())
     finally:
         model.train(was_training)

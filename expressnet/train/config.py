@@ -21,6 +21,7 @@ class TrainConfig:
     preset: str = "compact"
     model: dict = field(default_factory=dict)  # ExpressNetConfig overrides, e.g. {top_k: 1}
     backbone_weights: str | None = None  # torchvision-style ResNet weights (.safetensors or weights-only .pth)
+    init_from: str | None = None  # start from an ExpressNet checkpoint (path or shipped name); classes by name
     # data
     data: str = "fer2013"  # path or known name
     data_kind: str = "auto"
@@ -32,6 +33,7 @@ class TrainConfig:
     labels: str = "hard"  # "hard" | "soft" (vote distributions, FER+)
     train_limit: int | None = None  # use a seeded stratified subset of this many training images
     val_limit: int | None = None
+    test_limit: int | None = None  # for smoke tests only; reports say n
     # optimisation
     epochs: int = 60
     batch_size: int = 64

@@ -105,6 +105,33 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torc
     return loss.mean()
 
 
+def init_from_checkpoint(model: torch.nn.Module, source: str, class_names: tuple[str, ...]) -> str:
+    """Copy a checkpoint's weights into ``model``; classifier rows are matched by canonical class name
+    (classes the checkpoint lacks keep their fresh initialisation). Returns a one-line description."""
+    from ..data.labels import canonical
+    from ..hub import resolve_model
+
+    path = resolve_model(source)
+    state, meta = load_checkpoint(path)
+    own = model.state_dict()
+    head = {k for k in state if k.startswith("head.")}
+    body = {k: v for k, v in state.items() if k not in head}
+    mismatched = [k for k, v in body.items() if k not in own or own[k].shape != v.shape] + sorted(set(own) - set(state))
+    if mismatched:
+        raise ValueError(f"{path}: weights do not fit this model's architecture (first mismatch: {mismatched[0]})")
+    model.load_state_dict({**own, **body})
+    theirs = [canonical(c) for c in meta["class_names"]]
+    matched = 0
+    with torch.no_grad():
+        for i, name in enumerate(class_names):
+            if canonical(name) in theirs:
+                j = theirs.index(canonical(name))
+                model.head.weight[i] = state["head.weight"][j]
+                model.head.bias[i] = state["head.bias"][j]
+                matched += 1
+    return f"weights from {path}; classifier rows for {matched}/{len(class_names)} classes matched by name"
+
+
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + stream)
 
@@ -151,6 +178,8 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
         )
     class_names = dataset.class_names
     model = create_model(cfg.preset, num_classes=len(class_names), backbone_weights=cfg.backbone_weights, **cfg.model)
+    if cfg.init_from:
+        say(f"[bold]init[/] {init_from_checkpoint(model, cfg.init_from, class_names)}")
     pre = Preprocessing(model.config.input_size, model.config.in_channels)
     train = prepare_split(limit_split(dataset.split(cfg.train_split), cfg.train_limit, cfg.seed), pre, info.is_main)
     val = prepare_split(limit_split(dataset.split(cfg.val_split), cfg.val_limit, cfg.seed), pre, info.is_main)
@@ -329,7 +358,7 @@ def _final_test(cfg: TrainConfig, dataset, pre: Preprocessing, out: Path, metada
     except DataError as exc:
         console.print(f"[yellow]no test evaluation: {exc}")
         return {}
-    test = prepare_split(test_split, pre)
+    test = prepare_split(limit_split(test_split, cfg.test_limit, cfg.seed), pre)
     report = write_report(model, test, out / "test", tta_flip=cfg.tta_flip, title=f"{dataset.name} {cfg.test_split}")
     # record the test metrics in the best checkpoint's metadata (weights unchanged)
     state, meta = load_checkpoint(best)

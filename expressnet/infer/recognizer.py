@@ -1,0 +1,231 @@
+"""``Recognizer``: faces and their emotions in photos, frames and videos.
+
+    from expressnet import Recognizer
+    r = Recognizer()                       # shipped model, BlazeFace full range, min score 0.5
+    faces = r.predict("photo.jpg")         # [Face(box=(x, y, w, h), score, emotion, probabilities), ...]
+    for frame in r.predict_video("clip.mp4", every=2, smooth=0.5):
+        print(frame.frame, frame.time_s, [f.emotion for f in frame.faces])
+
+The classifier's input (size, channels, interpolation, crop rule) comes from the model's metadata, so
+inference prepares faces exactly as training did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.base import DataError
+from ..data.images import array_to_rgb, pil_to_rgb, read_image, to_model_input
+from ..faces import Detection, FaceDetector, create_detector, crop_face, detections_from_boxes
+from .classify import predict_logits
+from .video import IoUTracker, ProbabilitySmoother, VideoFrame, VideoSource
+
+ImageInput = str | Path | Image.Image | np.ndarray
+Boxes = Sequence[Sequence[float]]
+
+
+@dataclass
+class Face:
+    """One face: ``box`` (x, y, w, h) in pixels clipped to the image, detector ``score``, top ``emotion`` and
+    ``probabilities`` (class name -> probability, summing to 1); ``track_id`` in videos."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    emotion: str
+    probabilities: dict[str, float]
+    landmarks: tuple[tuple[float, float], ...] | None = None
+    track_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"box": list(self.box), "score": self.score, "emotion": self.emotion, "probabilities": self.probabilities}
+        if self.landmarks is not None:
+            d["landmarks"] = [list(p) for p in self.landmarks]
+        if self.track_id is not None:
+            d["track_id"] = self.track_id
+        return d
+
+
+@dataclass
+class FrameResult:
+    """The faces of one processed video frame; ``image`` is the RGB frame (kept for drawing)."""
+
+    frame: int
+    time_s: float
+    faces: list[Face]
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frame": self.frame, "time_s": self.time_s, "faces": [f.to_dict() for f in self.faces]}
+
+
+def load_rgb(image: ImageInput, color: str = "rgb") -> np.ndarray:
+    """A path, PIL image or array as RGB uint8 (H, W, 3); ``color`` ("rgb"/"bgr") is the order of arrays."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if isinstance(image, np.ndarray):
+        return array_to_rgb(image, color)
+    raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Recognizer:
+    """Detects faces and classifies their expression.
+
+    ``model``: a shipped model name, a checkpoint path (None: the default shipped model) or a loaded
+    ExpressNet model. ``detector``: "blazeface" (default), "haar", "none" (images are face crops) or a
+    :class:`FaceDetector`; ``detector_options`` go to its constructor (BlazeFace: ``model``, ``min_score``,
+    ``tiles``, ``threads``). ``align`` levels the eyes before cropping (needs landmarks: BlazeFace).
+    ``tta_flip`` defaults to what the model was trained for.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | torch.nn.Module | None = None,
+        detector: str | FaceDetector = "blazeface",
+        *,
+        detector_options: dict[str, Any] | None = None,
+        align: bool = False,
+        tta_flip: bool | None = None,
+        precision: str = "fp32",
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if isinstance(model, torch.nn.Module):
+            self.model = model.eval()
+        else:
+            from ..hub import load_model
+
+            self.model = load_model(model, device)
+        if isinstance(detector, FaceDetector):
+            self.detector = detector
+        else:
+            self.detector = create_detector(detector, **(detector_options or {}))
+        self.class_names: tuple[str, ...] = tuple(self.model.class_names)
+        self.preprocessing = self.model.preprocessing
+        self.align, self.precision, self.batch_size = align, precision, batch_size
+        self.tta_flip = bool(self.model.metadata.get("tta_flip", False)) if tta_flip is None else tta_flip
+
+    def __repr__(self) -> str:
+        return f"Recognizer(classes={self.class_names}, detector={self.detector!r}, align={self.align})"
+
+    def detect(self, rgb: np.ndarray, boxes: Boxes | None = None) -> list[Detection]:
+        """The detector's faces in an RGB image, or ``boxes`` (x, y, w, h) given by the caller."""
+        return self.detector.detect(rgb) if boxes is None else detections_from_boxes(boxes)
+
+    def classify(self, rgb_images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> np.ndarray:
+        """Class probabilities (N, K) of every detection of every image, in order, in one classifier batch."""
+        pre = self.preprocessing
+        crops = [
+            to_model_input(
+                crop_face(rgb, d, pre.face_crop, self.align), pre.input_size, pre.channels, pre.interpolation
+            )
+            for rgb, found in zip(rgb_images, detections)
+            for d in found
+        ]
+        if not crops:
+            return np.zeros((0, len(self.class_names)))
+        logits = predict_logits(
+            self.model, torch.from_numpy(np.stack(crops)), self.batch_size, self.tta_flip, self.precision
+        )
+        return softmax(logits.numpy())
+
+    def make_face(self, detection: Detection, probabilities: np.ndarray, rgb: np.ndarray) -> Face:
+        height, width = rgb.shape[:2]
+        return Face(
+            box=detection.clipped_box(width, height),
+            score=float(detection.score),
+            emotion=self.class_names[int(np.argmax(probabilities))],
+            probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
+            landmarks=detection.landmarks,
+        )
+
+    def predict_rgb(
+        self, rgb_images: Sequence[np.ndarray], boxes: Sequence[Boxes | None] | None = None
+    ) -> list[list[Face]]:
+        """Faces of decoded RGB images, optionally with given boxes per image (the core of every ``predict*``)."""
+        boxes = [None] * len(rgb_images) if boxes is None else boxes
+        detections = [self.detect(rgb, b) for rgb, b in zip(rgb_images, boxes)]
+        probabilities = iter(self.classify(rgb_images, detections))
+        return [
+            [self.make_face(d, next(probabilities), rgb) for d in found] for rgb, found in zip(rgb_images, detections)
+        ]
+
+    def predict(self, image: ImageInput, boxes: Boxes | None = None, color: str = "rgb") -> list[Face]:
+        """Faces in one image (a path, PIL image or array; ``color`` is the channel order of arrays: "rgb" or
+        "bgr"), best detection first; [] when there is none. ``boxes`` (x, y, w, h) skip the detector."""
+        return self.predict_batch([image], None if boxes is None else [boxes], color)[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[ImageInput],
+        boxes: Sequence[Boxes | None] | None = None,
+        color: str = "rgb",
+        return_exceptions: bool = False,
+    ) -> list[list[Face] | DataError]:
+        """:meth:`predict` for many images, classifying all their faces in one batch. An unreadable image
+        raises :class:`DataError` naming it, or with ``return_exceptions`` takes its place in the result while
+        the other images are processed."""
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        if len(boxes) != len(images):
+            raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
+        decoded: list[np.ndarray | DataError] = []
+        for image in images:
+            try:
+                decoded.append(load_rgb(image, color))
+            except DataError as exc:
+                if not return_exceptions:
+                    raise
+                decoded.append(exc)
+        ok = [i for i, d in enumerate(decoded) if not isinstance(d, DataError)]
+        faces = iter(self.predict_rgb([decoded[i] for i in ok], [boxes[i] for i in ok]))
+        return [d if isinstance(d, DataError) else next(faces) for d in decoded]
+
+    def predict_video(
+        self,
+        source: str | Path | int,
+        every: int = 1,
+        smooth: float | None = None,
+        max_frames: int | None = None,
+    ) -> Iterator[FrameResult]:
+        """Results for every ``every``-th frame (at most ``max_frames``) of a video file or camera index, with a
+        track id per face. ``smooth`` (0 < alpha <= 1) smooths each track's probabilities exponentially
+        (emotion = argmax of the smoothed ones). Raises :class:`DataError` naming the source if unreadable."""
+        with VideoSource(source, every, max_frames) as video:
+            yield from self.predict_frames(video, smooth)
+
+    def predict_frames(
+        self, frames: Iterable[VideoFrame], smooth: float | None = None, tracker: IoUTracker | None = None
+    ) -> Iterator[FrameResult]:
+        """:meth:`predict_video` on frames from any source, in order."""
+        tracker = tracker or IoUTracker()
+        smoother = ProbabilitySmoother(smooth) if smooth is not None else None
+        for frame in frames:
+            faces = self.predict_rgb([frame.image])[0]
+            track_ids = tracker.update([f.box for f in faces])
+            faces = [replace(f, track_id=t) for f, t in zip(faces, track_ids)]
+            if smoother is not None:
+                faces = [self.smoothed(f, smoother) for f in faces]
+                smoother.keep_only(tracker.tracks)
+            yield FrameResult(frame.index, frame.time_s, faces, frame.image)
+
+    def smoothed(self, face: Face, smoother: ProbabilitySmoother) -> Face:
+        probabilities = smoother.update(face.track_id, np.array([face.probabilities[c] for c in self.class_names]))
+        return replace(
+            face,
+            emotion=self.class_names[int(np.argmax(probabilities))],
+            probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
+        )

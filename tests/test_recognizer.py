@@ -1,0 +1,234 @@
+"""Recognizer: inputs of every kind, robustness to odd and broken images, batching, user boxes, video
+tracking and smoothing. A tiny untrained model keeps these fast; label quality is not tested here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import real_data
+from PIL import Image
+
+from expressnet import Recognizer, create_model
+from expressnet.data import DataError, Preprocessing
+from expressnet.data.images import array_to_rgb, read_image
+from expressnet.data.labels import FER2013_CLASSES
+from expressnet.infer.video import IoUTracker, ProbabilitySmoother, VideoFrame, flicker_rate, label_changes
+
+ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
+FACE_CENTRE = (227, 122)  # of the astronaut's face in the 512x512 photo (BlazeFace box centre, +-10 px)
+
+
+def tiny_model(channels: int = 1) -> torch.nn.Module:
+    """An untrained tiny ExpressNet with the attributes a loaded checkpoint has."""
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=7, in_channels=channels).eval()
+    model.class_names = FER2013_CLASSES
+    model.preprocessing = Preprocessing(48, channels)
+    model.metadata = {"tta_flip": True}
+    return model
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer(tiny_model(), detector_options={"threads": 1})
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return read_image(ASTRONAUT)
+
+
+def assert_one_astronaut_face(faces, scale: float = 1.0, name: str = "") -> None:
+    """One face, where the astronaut's face is in the upright photo (scaled by ``scale``)."""
+    assert len(faces) == 1, name
+    x, y, w, h = faces[0].box
+    cx, cy = x + w / 2, y + h / 2
+    assert abs(cx - FACE_CENTRE[0] * scale) < 15 * scale and abs(cy - FACE_CENTRE[1] * scale) < 15 * scale, name
+
+
+def test_face_result_fields(recognizer, astronaut):
+    faces = recognizer.predict(astronaut)
+    assert_one_astronaut_face(faces)
+    face = faces[0]
+    assert all(isinstance(v, int) for v in face.box) and 0 < face.score <= 1
+    assert list(face.probabilities) == list(FER2013_CLASSES)
+    assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert face.emotion == max(face.probabilities, key=face.probabilities.get)
+    d = face.to_dict()
+    assert set(d) == {"box", "score", "emotion", "probabilities", "landmarks"} and len(d["landmarks"]) == 6
+
+
+def test_no_face_gives_an_empty_list(recognizer):
+    assert recognizer.predict(np.full((480, 640, 3), 100, dtype=np.uint8)) == []
+
+
+def test_input_kinds_agree(recognizer, astronaut):
+    reference = recognizer.predict(ASTRONAUT)[0]
+    for image, color in ((str(ASTRONAUT), "rgb"), (Image.open(ASTRONAUT), "rgb"), (astronaut, "rgb"),
+                         (np.ascontiguousarray(astronaut[..., ::-1]), "bgr")):  # fmt: skip
+        face = recognizer.predict(image, color=color)[0]
+        assert face.box == reference.box
+        np.testing.assert_allclose(list(face.probabilities.values()), list(reference.probabilities.values()))
+    with pytest.raises(TypeError, match="path, PIL image or numpy array"):
+        recognizer.predict(12)
+
+
+def test_array_conversions(astronaut):
+    gray = astronaut[..., 0]
+    assert array_to_rgb(gray).shape == (512, 512, 3)
+    assert array_to_rgb(gray[..., None]).shape == (512, 512, 3)
+    np.testing.assert_array_equal(array_to_rgb(astronaut.astype(np.uint16) * 257), astronaut)
+    np.testing.assert_array_equal(array_to_rgb(astronaut / 255.0), astronaut)
+    rgba = np.dstack([astronaut, np.full((512, 512), 255, np.uint8)])
+    np.testing.assert_array_equal(array_to_rgb(rgba), astronaut)
+    np.testing.assert_array_equal(array_to_rgb(rgba[..., [2, 1, 0, 3]], "bgr"), astronaut)
+    transparent = rgba.copy()
+    transparent[..., 3] = 0
+    assert (array_to_rgb(transparent) == 255).all()  # composited onto white
+    with pytest.raises(ValueError, match="expected an image array"):
+        array_to_rgb(np.zeros((4, 4, 2), np.uint8))
+
+
+def odd_files(folder: Path, astronaut: np.ndarray) -> dict[str, Path]:
+    """The astronaut as gray, RGBA, 16-bit, palette, CMYK and EXIF-rotated files."""
+    img = Image.fromarray(astronaut)
+    files = {}
+    for name, image, fmt in (("gray.jpg", img.convert("L"), "JPEG"), ("rgba.png", img.convert("RGBA"), "PNG"),
+                             ("palette.png", img.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+                             ("cmyk.jpg", img.convert("CMYK"), "JPEG")):  # fmt: skip
+        files[name] = folder / name
+        image.save(files[name], fmt)
+    sixteen = (np.asarray(img.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    files["gray16.png"] = folder / "gray16.png"
+    Image.fromarray(sixteen).save(files["gray16.png"])
+    assert Image.open(files["gray16.png"]).mode.startswith("I")
+    # stored turned 90 degrees clockwise; EXIF orientation 8 tells viewers to turn it back
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    files["exif_rotated.jpg"] = folder / "exif_rotated.jpg"
+    img.transpose(Image.Transpose.ROTATE_270).save(files["exif_rotated.jpg"], "JPEG", exif=exif)
+    return files
+
+
+def test_odd_image_files(recognizer, astronaut, tmp_path):
+    files = odd_files(tmp_path, astronaut)
+    results = recognizer.predict_batch(list(files.values()))
+    for name, faces in zip(files, results):
+        assert_one_astronaut_face(faces, name=name)  # upright and found, whatever the encoding
+
+
+def test_broken_files_are_named_and_the_batch_continues(recognizer, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(DataError, match=r"corrupt\.jpg"):
+        recognizer.predict(corrupt)
+    results = recognizer.predict_batch([ASTRONAUT, corrupt, text, tmp_path / "missing.png"], return_exceptions=True)
+    assert_one_astronaut_face(results[0])
+    assert [type(r) for r in results[1:]] == [DataError] * 3
+    assert "corrupt.jpg" in str(results[1]) and "notes.txt" in str(results[2]) and "not found" in str(results[3])
+
+
+def test_predict_batch_equals_predict(recognizer, astronaut):
+    small = np.ascontiguousarray(astronaut[::2, ::2])
+    images = [astronaut, np.full((100, 100, 3), 0, np.uint8), small]
+    batched = recognizer.predict_batch(images)
+    for image, faces in zip(images, batched):
+        single = recognizer.predict(image)
+        assert [f.box for f in faces] == [f.box for f in single]
+        for a, b in zip(faces, single):
+            np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-5)
+    assert [len(f) for f in batched] == [1, 0, 1]
+
+
+def test_user_boxes_and_whole_image_detector(recognizer, astronaut):
+    faces = recognizer.predict(astronaut, boxes=[(180, 70, 100, 100), (0, 0, 50, 50)])
+    assert [f.box for f in faces] == [(180, 70, 100, 100), (0, 0, 50, 50)] and faces[0].score == 1.0
+    crop = astronaut[60:190, 160:300]
+    whole = Recognizer(recognizer.model, "none").predict(crop)
+    assert len(whole) == 1 and whole[0].box == (0, 0, 140, 130)
+
+
+def test_rgb_model_and_alignment(astronaut):
+    faces = Recognizer(tiny_model(channels=3), align=True, detector_options={"threads": 1}).predict(astronaut)
+    assert_one_astronaut_face(faces)
+    assert sum(faces[0].probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_tracker_keeps_ids_on_moving_boxes():
+    tracker = IoUTracker(max_missed=2)
+    ids = [tracker.update([(10 + 4 * t, 10, 50, 50), (200 - 4 * t, 100, 40, 40)]) for t in range(10)]
+    assert all(i == [0, 1] for i in ids)
+    assert tracker.update([(200 - 40, 100, 40, 40)]) == [1]  # track 0 missed once
+    assert tracker.update([(50, 10, 50, 50), (160, 100, 40, 40)]) == [0, 1]  # back within max_missed
+    for _ in range(3):
+        tracker.update([])
+    assert tracker.update([(50, 10, 50, 50)]) == [2]  # expired after 3 misses: a new id
+    assert tracker.update([]) == []
+
+
+def test_smoothing_reduces_flicker():
+    rng = np.random.default_rng(0)
+    base = np.array([0.05, 0.05, 0.05, 0.4, 0.05, 0.05, 0.35])  # happy just ahead of neutral
+    noisy = [np.clip(base + rng.normal(0, 0.08, 7), 0.001, None) for _ in range(200)]
+    noisy = [p / p.sum() for p in noisy]
+    raw = [int(np.argmax(p)) for p in noisy]
+    smoother = ProbabilitySmoother(0.3)
+    smoothed = [int(np.argmax(smoother.update(0, p))) for p in noisy]
+    assert flicker_rate([smoothed]) < flicker_rate([raw]) / 2
+    assert label_changes(["a", "a", "b", "a"]) == 2 and flicker_rate([["a"], []]) == 0.0
+    with pytest.raises(ValueError, match="alpha"):
+        ProbabilitySmoother(0.0)
+
+
+def test_predict_frames_tracks_and_smooths(recognizer, astronaut):
+    frames = [VideoFrame(i, i / 25, np.roll(astronaut, 3 * i, axis=1)) for i in range(4)]
+    raw = list(recognizer.predict_frames(frames))
+    smooth = list(recognizer.predict_frames(frames, smooth=0.5))
+    assert [r.frame for r in raw] == [0, 1, 2, 3] and [r.time_s for r in raw] == [0, 0.04, 0.08, 0.12]
+    assert [[f.track_id for f in r.faces] for r in raw] == [[0]] * 4
+    first = [list(r.faces[0].probabilities.values()) for r in raw]
+    np.testing.assert_allclose(list(smooth[0].faces[0].probabilities.values()), first[0])
+    expected = 0.5 * np.array(first[1]) + 0.5 * np.array(first[0])
+    np.testing.assert_allclose(list(smooth[1].faces[0].probabilities.values()), expected)
+    assert smooth[1].to_dict()["faces"][0]["track_id"] == 0
+
+
+@pytest.mark.data
+def test_predict_video_prefix_of_the_real_video(recognizer):
+    video = real_data("photos/video/WolfgangLanger_Pexels_pyfeat.mp4")
+    results = list(recognizer.predict_video(video, every=10, max_frames=4))
+    assert [r.frame for r in results] == [0, 10, 20, 30]
+    fps = 472 / 19.7
+    assert [r.time_s for r in results] == pytest.approx([f / fps for f in (0, 10, 20, 30)], rel=0.01)
+    assert all(len(r.faces) == 1 and r.faces[0].track_id == 0 for r in results)
+
+
+def test_unreadable_video_is_named(recognizer, tmp_path):
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(DataError, match=r"clip\.mp4"):
+        list(recognizer.predict_video(bad))
+    with pytest.raises(DataError, match="not found"):
+        list(recognizer.predict_video(tmp_path / "none.mp4"))
+
+
+def test_import_expressnet_stays_light():
+    code = "import expressnet, sys; print(sorted(m for m in ('cv2', 'ai_edge_litert', 'PIL') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_default_model_on_the_demo_image():
+    from expressnet.hub import shipped_models
+
+    if "fer2013" not in shipped_models():
+        pytest.skip("no shipped default model (expressnet/weights/fer2013.safetensors) in this checkout")
+    faces = Recognizer(detector_options={"threads": 1}).predict(ASTRONAUT)
+    assert_one_astronaut_face(faces)
