@@ -19,6 +19,8 @@ from .io import atomic_write, atomic_write_text
 
 FORMAT = "expressnet-checkpoint/1"
 META_KEY = "expressnet"
+SCALE_SUFFIX = "::scale"
+INT8 = "int8-per-channel"
 
 
 class CheckpointError(Exception):
@@ -26,14 +28,48 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-    """Write ``path`` (.safetensors) and ``path`` with .json atomically."""
+    """Write ``path`` (.safetensors) and ``path`` with .json atomically; ``metadata["weights"] == "int8-per-channel"``
+    stores the weights quantised (see :func:`quantize_int8`)."""
     path = Path(path)
     meta = {"format": FORMAT, **metadata}
     text = json.dumps(meta, indent=1, default=str)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    if meta.get("weights") == INT8:
+        tensors = quantize_int8(tensors)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}))
     atomic_write_text(path.with_suffix(".json"), text + "\n")
     return path
+
+
+def quantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Compact storage for shipping: conv/linear weights as int8 with one float32 scale per output channel
+    (symmetric, round to nearest), other parameters as float16, BatchNorm statistics and integers unchanged."""
+    out = {}
+    for key, value in state.items():
+        if value.is_floating_point() and value.ndim >= 2:
+            w = value.detach().float().reshape(value.shape[0], -1)
+            scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            out[key] = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(value.shape)
+            out[key + SCALE_SUFFIX] = scale
+        elif value.is_floating_point() and not key.endswith(("running_mean", "running_var")):
+            out[key] = value.detach().half()
+        else:
+            out[key] = value
+    return out
+
+
+def dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`quantize_int8` (float32 tensors)."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(SCALE_SUFFIX):
+            continue
+        scale = state.get(key + SCALE_SUFFIX)
+        if scale is not None:
+            out[key] = value.float() * scale.view(-1, *([1] * (value.ndim - 1)))
+        else:
+            out[key] = value.float() if value.is_floating_point() else value
+    return out
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -60,11 +96,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights (float32, dequantised if stored as int8) and metadata."""
     meta = read_metadata(path)
     try:
-        return load_file(str(path)), meta
+        state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot read weights ({exc})") from exc
+    return (dequantize(state) if meta.get("weights") == INT8 else state), meta
 
 
 def build_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -85,3 +123,16 @@ def build_model(path: str | Path, device: str | torch.device = "cpu"):
     model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     model.source = str(path)
     return model.to(device).eval()
+
+
+def pack_checkpoint(source: str | Path, target: str | Path, weights: str = INT8, **extra: Any) -> Path:
+    """Write a copy of a checkpoint for shipping (``weights``: "int8-per-channel" or "float32") with
+    ``extra`` metadata merged in. The source is never modified."""
+    if weights not in (INT8, "float32"):
+        raise ValueError(f"weights must be {INT8!r} or 'float32', not {weights!r}")
+    source, target = Path(source), Path(target)
+    if source.resolve() == target.resolve():
+        raise ValueError(f"{target}: would overwrite its source checkpoint")
+    state, meta = load_checkpoint(source)
+    meta = {**meta, **extra, "weights": weights, "packed_from": str(source)}
+    return save_checkpoint(target, state, meta)

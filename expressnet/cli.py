@@ -286,6 +286,41 @@ def fetch_detectors(
     console.print(f"BlazeFace models cached in {Path(target) if target else cache_dir()}")
 
 
+@app.command()
+def pack(
+    source: Annotated[str, typer.Argument(help="Checkpoint or training run directory (its best.safetensors).")],
+    target: Annotated[str, typer.Argument(help="Output .safetensors (a .json sidecar is written beside it).")],
+    weights: Annotated[str, typer.Option(help="int8-per-channel (about 4x smaller) or float32.")] = "int8-per-channel",
+    data: Annotated[str | None, typer.Option(help="Evaluate the packed model on this dataset's val and test.")] = None,
+    val_split: Annotated[str, typer.Option()] = "val",
+    test_split: Annotated[str, typer.Option()] = "test",
+) -> None:
+    """Package a trained checkpoint for shipping; with --data, record the packed model's own metrics."""
+    from .checkpoint import CheckpointError, load_checkpoint, pack_checkpoint, save_checkpoint
+    from .data import DataError, load_dataset, prepare_split
+    from .evaluate.core import evaluate_prepared
+    from .hub import load_model, relabel_split, resolve_model
+
+    try:
+        out = pack_checkpoint(resolve_model(source), target, weights)
+        if data is not None:
+            net = load_model(out)
+            dataset = load_dataset(data)
+            packed = {}
+            for role, split in (("val", val_split), ("test", test_split)):
+                prepared = prepare_split(relabel_split(dataset.split(split), net.class_names), net.preprocessing)
+                m = evaluate_prepared(net, prepared, net.metadata.get("tta_flip", False), routing=False)
+                packed[role] = {k: m[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece")}
+                packed[role]["split"] = split
+                console.print(f"packed model, {split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+            state, meta = load_checkpoint(out)
+            meta["metrics"] = {**meta.get("metrics", {}), "packed": packed}
+            save_checkpoint(out, state, meta)
+    except (CheckpointError, DataError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"wrote {target} ({Path(target).stat().st_size / 1e6:.1f} MB)")
+
+
 def main() -> None:
     app()
 

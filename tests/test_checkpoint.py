@@ -63,3 +63,27 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, {"w": torch.zeros(1)}, {})
     assert path.read_bytes() == before  # the old checkpoint is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+
+
+def test_int8_packing_is_small_close_and_stable(tmp_path):
+    from expressnet.checkpoint import pack_checkpoint
+
+    src = tmp_path / "full.safetensors"
+    model = save_tiny(src)
+    packed = pack_checkpoint(src, tmp_path / "packed.safetensors")
+    assert packed.stat().st_size < src.stat().st_size / 2.5
+    loaded = build_model(packed)
+    x = torch.rand(8, 1, 48, 48)
+    with torch.no_grad():
+        ref, out = model(x), loaded(x)
+    assert torch.allclose(torch.softmax(out, 1), torch.softmax(ref, 1), atol=0.02)
+    assert loaded.metadata["weights"] == "int8-per-channel"
+    # loading and saving again (e.g. to add metrics) stores exactly the same tensors
+    state, meta = load_checkpoint(packed)
+    save_checkpoint(tmp_path / "again.safetensors", state, meta)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(packed)), load_file(str(tmp_path / "again.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="overwrite its source"):
+        pack_checkpoint(packed, packed)
