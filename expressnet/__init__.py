@@ -7,17 +7,31 @@ from typing import TYPE_CHECKING, Any
 from .nn import ExpressNetConfig, ExpressNetMoE, create_model, list_presets
 
 if TYPE_CHECKING:
+    from .hub import load_model
     from .infer.recognizer import Face, Recognizer
 
 __version__ = "0.1.0"
 
-__all__ = ["ExpressNetConfig", "ExpressNetMoE", "Face", "Recognizer", "__version__", "create_model", "list_presets"]
+__all__ = [
+    "ExpressNetConfig",
+    "ExpressNetMoE",
+    "Face",
+    "Recognizer",
+    "__version__",
+    "create_model",
+    "list_presets",
+    "load_model",
+]
 
-_LAZY = {"Recognizer": "expressnet.infer.recognizer", "Face": "expressnet.infer.recognizer"}
+_LAZY = {
+    "Recognizer": "expressnet.infer.recognizer",
+    "Face": "expressnet.infer.recognizer",
+    "load_model": "expressnet.hub",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """``Recognizer`` and ``Face`` are imported on first use, keeping ``import expressnet`` light."""
+    """``Recognizer``, ``Face`` and ``load_model`` are imported on first use, keeping ``import expressnet`` light."""
     if name in _LAZY:
         import importlib
 

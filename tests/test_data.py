@@ -58,7 +58,13 @@ def test_fer2013_npz(tmp_path):
     path = make_fer_npz(tmp_path / "f.npz", {"Training": 14, "PublicTest": 7, "PrivateTest": 7})
     assert detect_kind(path) == "fer2013-npz"
     ds = load_dataset(path)
-    assert ds.roles == {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+    assert ds.roles == {
+        "train": "Training",
+        "val": "PublicTest",
+        "test": "PrivateTest",
+        "test-all": "PublicTest+PrivateTest",
+    }
+    assert len(ds.split("test-all")) == 14  # the paper's protocol: all test images
     assert ds.split("val").counts() == dict.fromkeys(FER2013_CLASSES, 1)
     with pytest.raises(DataError, match="no split 'Validation'"):
         ds.split("Validation")

@@ -144,9 +144,13 @@ class Dataset:
     def class_names(self) -> tuple[str, ...]:
         return next(iter(self.splits.values())).class_names
 
+    def split_names(self, name: str) -> list[str]:
+        """The stored splits a split expression names: roles resolved, ``A+B`` expanded."""
+        return [self.roles.get(p, p) for p in self.roles.get(name, name).split("+")]
+
     def split(self, name: str) -> Split:
         """A split by name or role; ``A+B`` concatenates splits (e.g. ``PublicTest+PrivateTest``)."""
-        parts = [self.roles.get(p, p) for p in name.split("+")]
+        parts = self.split_names(name)
         missing = [p for p in parts if p not in self.splits]
         if missing:
             known = sorted(self.splits) + sorted(self.roles)

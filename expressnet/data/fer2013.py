@@ -16,7 +16,8 @@ from .folders import read_class_folders
 from .labels import FER2013_CLASSES
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
-ROLES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+# "test-all" is the paper's FER-2013 protocol: all 7,178 test images (PublicTest + PrivateTest).
+ROLES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest", "test-all": "PublicTest+PrivateTest"}
 
 
 def _from_arrays(
@@ -29,7 +30,12 @@ def _from_arrays(
             splits[split] = Split(split, FER2013_CLASSES, labels[idx], [sources[i] for i in idx], images=images[idx])
     if skipped:
         next(iter(splits.values())).skipped.update(skipped)
-    return Dataset(name, splits, {r: s for r, s in ROLES.items() if s in splits}, str(root))
+    return Dataset(name, splits, present_roles(splits), str(root))
+
+
+def present_roles(splits: dict[str, Split]) -> dict[str, str]:
+    """The roles whose splits all exist."""
+    return {r: s for r, s in ROLES.items() if all(p in splits for p in s.split("+"))}
 
 
 def read_fer2013_npz(path: str | Path) -> Dataset:
@@ -103,6 +109,6 @@ def read_fer2013_folders(root: str | Path) -> Dataset:
         roles = dict(ROLES)
     else:
         splits["test"] = test
-        roles = {"train": "Training", "test": "test"}
+        roles = {"train": "Training", "test": "test", "test-all": "test"}
     dataset = Dataset("fer2013", splits, roles, str(root))
     return dataset if "val" in roles else dataset.with_validation_from_train()

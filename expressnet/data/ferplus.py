@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError, Dataset, Split
-from .fer2013 import ROLES, SPLITS, read_fer2013_csv
+from .fer2013 import SPLITS, present_roles, read_fer2013_csv
 from .labels import FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS
 
 
@@ -45,7 +45,7 @@ def _dataset(root: Path, images: np.ndarray, votes: np.ndarray, usage: np.ndarra
         )
         s.skipped.update({sources[i]: "unknown/not-a-face votes dominate" for i in idx[~keep[idx]]})
         splits[split] = s
-    return Dataset("ferplus", splits, {r: s for r, s in ROLES.items() if s in splits}, str(root))
+    return Dataset("ferplus", splits, present_roles(splits), str(root))
 
 
 def read_ferplus_npz(path: str | Path) -> Dataset:

@@ -58,6 +58,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     threads: int | None = None  # torch CPU threads
     seed: int = 0
+    deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs are deterministic anyway
     eval_batch_size: int = 256
     max_steps_per_epoch: int | None = None  # cut epochs short (smoke tests)
     out: str = "runs/expressnet"

@@ -162,6 +162,10 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
     out = Path(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     torch.manual_seed(cfg.seed)
     say = console.print if info.is_main else (lambda *a, **k: None)
 
@@ -169,9 +173,7 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
     dataset = load_dataset(cfg.data, cfg.data_kind, **cfg.data_options)
     if "val" not in dataset.roles and cfg.val_split == "val":
         dataset = dataset.with_validation_from_train(cfg.val_fraction, cfg.seed)
-    val_names, test_names = (
-        set(dataset.roles.get(s, s) for s in x.split("+")) for x in (cfg.val_split, cfg.test_split)
-    )
+    val_names, test_names = (set(dataset.split_names(x)) for x in (cfg.val_split, cfg.test_split))
     if val_names & test_names:
         raise DataError(
             f"validation split {cfg.val_split!r} overlaps the test split {cfg.test_split!r}; choose another"

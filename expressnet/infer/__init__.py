@@ -1,0 +1,1 @@
+"""Inference: batched classification, the Recognizer (faces -> emotions), video tracking, CLI predict."""

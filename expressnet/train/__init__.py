@@ -1,0 +1,1 @@
+"""Training: configuration and recipes, the loop, augmentation, EMA, distributed helpers, run logging."""
