@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from timing import calls_per_second
 
 from expressnet import Recognizer
 from expressnet.data import data_root
@@ -27,15 +28,8 @@ from expressnet.infer.video import VideoSource
 ASSET = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
 
 
-def rate(fn, seconds: float, warmup: int = 3) -> float:
-    """Calls of ``fn`` per second, timed for at least ``seconds``."""
-    for _ in range(warmup):
-        fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        n += 1
-    return n / (time.perf_counter() - start)
+def rate(fn, seconds: float) -> float:
+    return calls_per_second(fn, seconds, warmup=3)
 
 
 def one_face_frame() -> np.ndarray:

@@ -69,26 +69,23 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: file not found")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not an image")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return pil_to_rgb(img)
-    except UnidentifiedImageError as exc:
-        raise DataError(f"{path}: not an image file (unrecognised format)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})") from exc
+    return _decode(path, str(path))
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes (an upload, an archive member) as RGB uint8."""
     import io
 
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, name: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(source) as img:
             img.load()
             return pil_to_rgb(img)
     except UnidentifiedImageError as exc:
-        raise DataError(f"{name}: not an image (unrecognised format)") from exc
+        raise DataError(f"{name}: not an image file (unrecognised format)") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{name}: unreadable image ({exc})") from exc
 
