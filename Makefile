@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-peers clean
+.PHONY: install demo test lint bench bench-peers reports clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ bench: install
 bench-peers: install
 	$(PIP) install -q -c constraints.txt --no-deps fer==25.10.3 what-the-face-classification==0.0.27 facex==1.1.0
 	$(BIN)/python benchmarks/peers.py $(ARGS)
+
+# Evaluation reports of the shipped models (needs the datasets: $$EXPRESSNET_DATA or ../shared/data).
+reports: install
+	$(BIN)/expressnet evaluate --model fer2013 --data fer2013 --split PrivateTest --report-dir reports/fer2013-privatetest
+	$(BIN)/expressnet evaluate --model fer2013 --data fer2013 --split PublicTest+PrivateTest --report-dir reports/fer2013-all
+	$(BIN)/expressnet evaluate --model ferplus --data ferplus --split PrivateTest --report-dir reports/ferplus-privatetest
+	$(BIN)/expressnet data-report --data fer2013 --out reports/data-fer2013
+	$(BIN)/expressnet data-report --data ferplus --out reports/data-ferplus
 
 clean:
 	rm -rf $(VENV) build *.egg-info

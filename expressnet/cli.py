@@ -83,7 +83,7 @@ def train(
     config: Annotated[str | None, typer.Option(help="YAML training config (fields of TrainConfig).")] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset; picks the recipe defaults.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset path or name (fer2013, ferplus).")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs; with --resume a new total (schedule recomputed).")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 (CPU/GPU autocast) or fp16 (GPU AMP).")] = None,
@@ -108,6 +108,9 @@ def train(
         if resume:
             if out is None:
                 _fail("--resume needs --out (the run directory to continue)")
+            given = (config, preset, data, batch_size, lr, precision, device, threads, seed, backbone_weights, set_)
+            if any(v is not None for v in given):
+                _fail("--resume continues the saved config.yaml; only --out and --epochs (a new total) may be given")
             cfg = TrainConfig(out=out)
         else:
             file_values = {}
@@ -119,7 +122,7 @@ def train(
                          threads=threads, seed=seed, backbone_weights=backbone_weights, out=out)  # fmt: skip
             cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
             cfg = apply_overrides(cfg, parse_set(set_ or []))
-        run(cfg, resume=resume)
+        run(cfg, resume=resume, epochs=epochs if resume else None)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
 

@@ -77,6 +77,24 @@ def test_resume_after_interruption_matches_uninterrupted(synthetic_fer, tmp_path
         assert ra["val_loss"] == rb["val_loss"] and ra["train_loss"] == rb["train_loss"]
 
 
+def test_resume_can_change_the_total_epochs(synthetic_fer, tmp_path):
+    def stop_after_first_epoch(epoch, step):
+        if epoch == 1:
+            raise Interrupt
+
+    cfg = tiny_config(synthetic_fer, tmp_path / "r", epochs=4)
+    with pytest.raises(Interrupt):
+        run(cfg, on_step=stop_after_first_epoch)
+    with pytest.raises(ValueError, match="must exceed"):
+        run(cfg, resume=True, epochs=1)
+    run(cfg, resume=True, epochs=2)
+    history = json.loads((tmp_path / "r" / "history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    saved = TrainConfig.load(tmp_path / "r" / "config.yaml")
+    assert saved.epochs == 2 and saved.epoch_changes == [{"after_epoch": 1, "from": 4, "to": 2}]
+    assert history[-1]["lr"] < 1e-3 * cfg.lr  # the cosine was recomputed to end at the new total
+
+
 def test_validation_must_not_be_the_test_split(synthetic_fer, tmp_path):
     with pytest.raises(DataError, match="overlaps the test split"):
         run(tiny_config(synthetic_fer, tmp_path / "r", val_split="PrivateTest"))

@@ -59,6 +59,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads
     seed: int = 0
     deterministic: bool = False  # deterministic GPU kernels (slower); CPU runs are deterministic anyway
+    epoch_changes: list = field(default_factory=list)  # [{after_epoch, from, to}] set by `train --resume --epochs`
     eval_batch_size: int = 256
     max_steps_per_epoch: int | None = None  # cut epochs short (smoke tests)
     out: str = "runs/expressnet"

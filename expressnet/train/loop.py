@@ -7,11 +7,12 @@ Validation never touches the test split; the test split is evaluated once, with 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -136,10 +137,17 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + stream)
 
 
-def run(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int], None] | None = None) -> dict:
+def run(
+    cfg: TrainConfig,
+    resume: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+    epochs: int | None = None,
+) -> dict:
     """Train as ``cfg`` says; returns the summary written to ``<out>/summary.json``.
 
     ``resume`` continues the run in ``cfg.out`` from its last completed epoch (its saved config wins).
+    ``epochs`` (resume only) changes the run's total; the learning-rate schedule is recomputed for the new total
+    from the current step on, and the change is recorded in ``config.yaml`` under ``epoch_changes``.
     ``on_step(epoch, step)`` is called after every optimizer step (progress hooks, tests).
     """
     out = Path(cfg.out)
@@ -148,6 +156,14 @@ def run(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int], No
         if not (saved.is_file() and (out / "state.pt").is_file()):
             raise FileNotFoundError(f"{out}: nothing to resume (needs config.yaml and state.pt)")
         cfg = TrainConfig.load(saved)
+        if epochs is not None and epochs != cfg.epochs:
+            done = json.loads((out / "last.json").read_text())["epoch"] if (out / "last.json").is_file() else 0
+            if epochs <= done:
+                raise ValueError(f"{out}: --epochs {epochs} must exceed the {done} epochs already completed")
+            change = {"after_epoch": done, "from": cfg.epochs, "to": epochs}
+            cfg = replace(cfg, epochs=epochs, epoch_changes=[*cfg.epoch_changes, change])
+    elif epochs is not None:
+        raise ValueError("epochs= is only for resume; set cfg.epochs for a new run")
     elif (out / "state.pt").exists():
         raise FileExistsError(f"{out}: a run already exists here; pass --resume to continue it or choose another --out")
     device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
