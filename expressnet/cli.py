@@ -101,7 +101,7 @@ def train(
 ) -> None:
     """Train a model. Defaults: the paper recipe for the paper preset, our stronger recipe otherwise."""
     from .data import DataError
-    from .train.config import TrainConfig, apply_overrides, parse_set, recipe
+    from .train.config import TrainConfig, apply_overrides, parse_set, read_config_file, recipe
     from .train.loop import run
 
     try:
@@ -115,7 +115,7 @@ def train(
         else:
             file_values = {}
             if config is not None:
-                file_values = _read_yaml(config)
+                file_values = read_config_file(config)
             chosen = preset or file_values.get("preset") or "compact"
             cfg = apply_overrides(recipe(chosen), {**file_values, "preset": chosen})
             flags = dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
@@ -125,19 +125,6 @@ def train(
         run(cfg, resume=resume, epochs=epochs if resume else None)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
-
-
-def _read_yaml(path: str) -> dict:
-    import yaml
-
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read config ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a training config must be a mapping of fields")
-    return data
 
 
 @app.command()

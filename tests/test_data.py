@@ -248,6 +248,58 @@ def test_real_fer2013_counts_via_data_report(tmp_path):
     assert report["splits"]["PrivateTest"]["happy"] == 879 and report["splits"]["PublicTest"]["disgust"] == 56
 
 
+def vote_fixture(tmp_path):
+    """A FER-2013 npz (images 0 and 2 identical, image 3 a PublicTest copy of image 1) and FER+ votes for it."""
+    images = np.stack([np.full((48, 48), v, np.uint8) for v in (10, 20, 10, 20, 30)])
+    fer = tmp_path / "fer2013.npz"
+    split = np.array(["Training", "Training", "Training", "PublicTest", "Training"])
+    np.savez_compressed(fer, images=images, labels=np.array([0, 3, 0, 3, 4]), split=split)
+    votes = np.zeros((4, 10), np.int64)
+    votes[0, 0] = 10  # Training image 0: all neutral
+    votes[1, [1, 3]] = 5  # Training image 2 (same pixels as 0): happy and sad
+    votes[2, 2] = 10  # the PublicTest copy of image 1: surprise; must not reach training
+    votes[3, [7, 8]] = 5  # image 4: contempt and unknown only, nothing usable
+    plus = tmp_path / "ferplus.npz"
+    np.savez_compressed(plus, images=images[[0, 2, 3, 4]], votes=votes, kaggle_match_index=np.array([0, 2, 3, 4]),
+                        split=np.array(["Training", "Training", "PublicTest", "Training"]))  # fmt: skip
+    return fer, plus
+
+
+def test_ferplus_vote_targets_blend_pool_and_stay_in_their_split(tmp_path):
+    from expressnet.data.ferplus import with_vote_targets
+
+    fer, plus = vote_fixture(tmp_path)
+    train = load_dataset(fer).split("train")
+    targets = with_vote_targets(train, fer, plus, 0.3).soft_labels
+    c = {name: i for i, name in enumerate(FER2013_CLASSES)}
+    pooled = np.zeros(7)
+    pooled[[c["neutral"], c["happy"], c["sad"]]] = [10, 5, 5]
+    expected_0 = 0.7 * np.eye(7)[c["angry"]] + 0.3 * pooled / 20  # duplicates pool their votes
+    np.testing.assert_allclose(targets[0], expected_0, atol=1e-6)
+    np.testing.assert_allclose(targets[2], expected_0, atol=1e-6)
+    np.testing.assert_array_equal(targets[1], np.eye(7)[c["happy"]])  # only PublicTest votes: none used
+    np.testing.assert_array_equal(targets[3], np.eye(7)[c["sad"]])  # contempt/unknown votes only
+    assert train.soft_labels is None  # the input split is left as it was
+    with pytest.raises(ValueError, match="vote weight"):
+        with_vote_targets(train, fer, plus, 1.5)
+    with pytest.raises(DataError, match="FER-2013's classes"):
+        with_vote_targets(load_dataset(plus).split("train"), fer, plus, 0.3)
+
+
+@pytest.mark.data
+def test_real_ferplus_vote_targets_keep_the_fer2013_label_on_top():
+    from expressnet.data.ferplus import with_vote_targets
+
+    fer = real_data("fer2013.npz")
+    train = load_dataset(fer).split("train")
+    targets = with_vote_targets(train, fer, real_data("ferplus.npz"), 0.3).soft_labels
+    assert (targets.argmax(axis=1) == train.labels).all()
+    one_hot = np.eye(7)[train.labels]
+    assert 0.7 < (np.abs(targets - one_hot).sum(axis=1) > 1e-6).mean() < 0.8  # 76 % get a vote-informed target
+    label_share = targets[np.arange(len(targets)), train.labels]
+    assert 0.15 < np.isclose(label_share, 0.7).mean() < 0.17  # 16 %: no FER+ rater chose the FER-2013 label
+
+
 @pytest.mark.data
 def test_real_ferplus_filtering():
     ds = load_dataset(real_data("ferplus.npz"))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from expressnet.data import DataError
 from expressnet.train.augment import AugmentConfig
-from expressnet.train.config import TrainConfig, apply_overrides, parse_set, recipe
+from expressnet.train.config import TrainConfig, apply_overrides, parse_set, read_config_file, recipe
 from expressnet.train.loop import run
 
 
@@ -102,6 +102,24 @@ def test_validation_must_not_be_the_test_split(synthetic_fer, tmp_path):
         run(tiny_config(synthetic_fer, tmp_path / "r", val_split="PublicTest+PrivateTest", test_split="PrivateTest"))
 
 
+def test_fer2013_trains_on_ferplus_vote_targets(synthetic_fer, tmp_path):
+    import numpy as np
+
+    with np.load(synthetic_fer) as fer:
+        n = len(fer["labels"])
+        votes = np.zeros((n, 10), np.int64)
+        votes[:, 0] = 10  # every rater says neutral
+        np.savez_compressed(tmp_path / "plus.npz", votes=votes, split=fer["split"], kaggle_match_index=np.arange(n))
+    cfg = tiny_config(synthetic_fer, tmp_path / "r", epochs=1, max_steps_per_epoch=2, labels="votes",
+                      votes=str(tmp_path / "plus.npz"), vote_weight=0.2)  # fmt: skip
+    run(cfg)
+    assert TrainConfig.load(tmp_path / "r" / "config.yaml").vote_weight == 0.2
+    with pytest.raises(ValueError, match="labels must be hard, soft or votes"):
+        run(replace(cfg, labels="crowd", out=str(tmp_path / "r2")))
+    with pytest.raises(DataError, match="no kaggle_match_index"):
+        run(replace(cfg, votes=str(synthetic_fer), out=str(tmp_path / "r3")))
+
+
 def test_recipes_and_overrides():
     paper = recipe("paper")
     assert (paper.optimizer, paper.lr, paper.batch_size, paper.epochs, paper.label_smoothing) == (
@@ -121,6 +139,32 @@ def test_recipes_and_overrides():
     assert cfg.augment.rotate == 5 and cfg.model == {"top_k": 1} and cfg.epochs == 3
     with pytest.raises(ValueError, match="unknown training config key"):
         apply_overrides(cfg, {"epoch": 3})
+
+
+def test_config_files_build_on_a_base(tmp_path):
+    (tmp_path / "a.yaml").write_text("lr: 0.1\nepochs: 5\naugment: {flip: 0.5, rotate: 8}\nmodel: {top_k: 1}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\nlr: 0.01\naugment: {rotate: 3}\n")
+    assert read_config_file(tmp_path / "sub" / "b.yaml") == {
+        "lr": 0.01, "epochs": 5, "augment": {"flip": 0.5, "rotate": 3}, "model": {"top_k": 1}
+    }  # fmt: skip
+    (tmp_path / "a.yaml").write_text("base: sub/b.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        read_config_file(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ValueError, match=r"missing\.yaml: cannot read config"):
+        read_config_file(tmp_path / "c.yaml")
+
+
+def test_committed_configs_resolve():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
+        values = read_config_file(path)
+        cfg = apply_overrides(recipe(values.get("preset", "compact")), values)
+        assert cfg.out.startswith("runs/"), path
+    votes = read_config_file(Path(__file__).parents[1] / "configs" / "fer2013-compact-votes.yaml")
+    assert votes["optimizer"] == "adamw" and votes["augment"]["rotate"] == 8 and votes["labels"] == "votes"
 
 
 def test_paper_schedule_decays_per_epoch():

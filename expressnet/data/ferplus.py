@@ -8,13 +8,14 @@ emotion. Soft labels: the normalised distribution of the 8 emotion votes.
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .base import DataError, Dataset, Split
 from .fer2013 import SPLITS, present_roles, read_fer2013_csv
-from .labels import FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS
+from .labels import FER2013_CLASSES, FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS, canonical
 
 
 def majority_labels(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,3 +103,43 @@ def read_ferplus_csv(votes_csv: str | Path, images: str | Path | None = None) ->
     pixels = np.stack([by_row[r][0] for r in rows])
     usage = np.array([by_row[r][1] for r in rows])
     return _dataset(votes_csv, pixels, np.array(votes), usage, names)
+
+
+def with_vote_targets(split: Split, fer2013_npz: str | Path, ferplus_npz: str | Path, weight: float) -> Split:
+    """A copy of a FER-2013 split whose soft labels blend its own labels with the FER+ votes of the same images.
+
+    target = (1 - weight) * one-hot(FER-2013 label) + weight * FER+ vote distribution over the FER-2013 classes
+    (contempt, unknown and not-a-face votes are left out). With ``weight < 0.5`` the FER-2013 label stays the
+    target's top class, so the votes only say which other classes are plausible. Images are matched by pixels
+    through ``kaggle_match_index``; only FER+ votes of the same split are used (FER-2013 repeats some images
+    across splits, and test votes must not reach training). Duplicates pool their votes; images without usable
+    votes keep their one-hot label.
+    """
+    if not 0 <= weight <= 1:
+        raise ValueError(f"vote weight must be in [0, 1], got {weight}")
+    if split.images is None:
+        raise DataError(f"{split.name}: FER+ vote targets need the images in memory (use fer2013.npz)")
+    if tuple(split.class_names) != FER2013_CLASSES:
+        raise DataError(f"{split.name}: FER+ vote targets are for FER-2013's classes, not {split.class_names}")
+    with np.load(ferplus_npz, allow_pickle=False) as plus:
+        if "kaggle_match_index" not in plus.files:
+            raise DataError(f"{ferplus_npz}: no kaggle_match_index, so its votes cannot be matched to FER-2013 images")
+        same = plus["split"] == split.name
+        rows, all_votes = plus["kaggle_match_index"][same], plus["votes"][same]
+    with np.load(fer2013_npz, allow_pickle=False) as fer:
+        images = fer["images"]
+    columns = [FER2013_CLASSES.index(canonical(c)) for c in FERPLUS_VOTE_COLUMNS[:7]]  # contempt has no class
+    pooled: dict[bytes, np.ndarray] = {}
+    for row, votes in zip(rows, all_votes):
+        dist = np.zeros(len(FER2013_CLASSES))
+        dist[columns] = votes[:7]
+        key = images[row].tobytes()
+        pooled[key] = pooled.get(key, 0) + dist
+    if not pooled:
+        raise DataError(f"{ferplus_npz}: no FER+ votes for split {split.name!r}")
+    targets = np.eye(len(FER2013_CLASSES), dtype=np.float32)[split.labels]
+    for i, image in enumerate(split.images):
+        votes = pooled.get(image.tobytes())
+        if votes is not None and votes.sum() > 0:
+            targets[i] = (1 - weight) * targets[i] + weight * votes / votes.sum()
+    return replace(split, soft_labels=targets, skipped=dict(split.skipped))

@@ -30,7 +30,9 @@ class TrainConfig:
     val_split: str = "val"
     test_split: str = "test"
     val_fraction: float = 0.1  # held out of train when the dataset has no validation split
-    labels: str = "hard"  # "hard" | "soft" (vote distributions, FER+)
+    labels: str = "hard"  # "hard" | "soft" (vote distributions, FER+) | "votes" (FER-2013 blended with FER+ votes)
+    votes: str = "ferplus"  # FER+ npz (path or known name) for labels="votes"
+    vote_weight: float = 0.3  # share of the FER+ vote distribution in labels="votes" targets
     train_limit: int | None = None  # use a seeded stratified subset of this many training images
     val_limit: int | None = None
     test_limit: int | None = None  # for smoke tests only; reports say n
@@ -94,14 +96,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: cannot read training config ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a training config must be a mapping of fields")
-        return cls.from_dict(data)
+        return cls.from_dict(read_config_file(path))
 
 
 # The paper's recipe (paper.md): Adam 1e-4, label smoothing 0.1, batch 32, 15 epochs, LR x0.95 per epoch,
@@ -161,6 +156,28 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
             raise ValueError(f"unknown training config key {key!r}")
         target[leaf] = value
     return TrainConfig.from_dict(data)
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The fields of a YAML training config. ``base: other.yaml`` (relative to the file) starts from another
+    config's fields; the file's own fields override them, group by group for ``augment``/``model``/``data_options``."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ValueError(f"{path}: config bases form a cycle ({' -> '.join(p.name for p in (*_seen, path))})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a training config must be a mapping of fields")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = read_config_file(path.parent / base, (*_seen, path.resolve()))
+    for key, value in data.items():
+        both_groups = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both_groups else value
+    return merged
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from .. import __version__
 from ..checkpoint import build_model, load_checkpoint, save_checkpoint
 from ..data import Preprocessing, load_dataset, prepare_split, stratified_indices
 from ..data.base import DataError, Split
+from ..data.ferplus import with_vote_targets
+from ..data.registry import resolve
 from ..evaluate.core import evaluate_prepared
 from ..infer.classify import autocast, to_float
 from ..io import atomic_write
@@ -199,7 +201,13 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
     if cfg.init_from:
         say(f"[bold]init[/] {init_from_checkpoint(model, cfg.init_from, class_names)}")
     pre = Preprocessing(model.config.input_size, model.config.in_channels)
-    train = prepare_split(limit_split(dataset.split(cfg.train_split), cfg.train_limit, cfg.seed), pre, info.is_main)
+    train_split = dataset.split(cfg.train_split)
+    if cfg.labels not in ("hard", "soft", "votes"):
+        raise ValueError(f"labels must be hard, soft or votes, not {cfg.labels!r}")
+    if cfg.labels == "votes":
+        fer2013_npz = dataset.root if dataset.root.endswith(".npz") else resolve("fer2013")
+        train_split = with_vote_targets(train_split, fer2013_npz, resolve(cfg.votes), cfg.vote_weight)
+    train = prepare_split(limit_split(train_split, cfg.train_limit, cfg.seed), pre, info.is_main)
     val = prepare_split(limit_split(dataset.split(cfg.val_split), cfg.val_limit, cfg.seed), pre, info.is_main)
     if cfg.labels == "soft" and train.soft_labels is None:
         raise DataError(f"{cfg.data}: labels=soft needs vote distributions, which this dataset does not have")
@@ -270,7 +278,7 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 x = to_float(train.images[idx])  # the whole global batch: every rank draws the same augmentation
                 hard = train.labels[idx]
-                target = train.soft_labels[idx] if cfg.labels == "soft" else F.one_hot(hard, len(class_names)).float()
+                target = train.soft_labels[idx] if cfg.labels != "hard" else F.one_hot(hard, len(class_names)).float()
                 x = augment(x, cfg.augment, aug_gen)
                 x, target = mix(x, target, cfg.mixup, cfg.cutmix, aug_gen)
                 target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / len(class_names)
