@@ -67,6 +67,10 @@ class TrainConfig:
     out: str = "runs/expressnet"
     tensorboard: bool = True
 
+    def __post_init__(self) -> None:
+        if self.labels not in ("hard", "soft", "votes"):
+            raise ValueError(f"labels must be hard, soft or votes, not {self.labels!r}")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["augment"]["erase_area"] = list(d["augment"]["erase_area"])

@@ -202,8 +202,6 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
         say(f"[bold]init[/] {init_from_checkpoint(model, cfg.init_from, class_names)}")
     pre = Preprocessing(model.config.input_size, model.config.in_channels)
     train_split = dataset.split(cfg.train_split)
-    if cfg.labels not in ("hard", "soft", "votes"):
-        raise ValueError(f"labels must be hard, soft or votes, not {cfg.labels!r}")
     if cfg.labels == "votes":
         fer2013_npz = dataset.root if dataset.root.endswith(".npz") else resolve("fer2013")
         train_split = with_vote_targets(train_split, fer2013_npz, resolve(cfg.votes), cfg.vote_weight)
