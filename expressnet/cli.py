@@ -101,7 +101,7 @@ def train(
 ) -> None:
     """Train a model. Defaults: the paper recipe for the paper preset, our stronger recipe otherwise."""
     from .data import DataError
-    from .train.config import TrainConfig, apply_overrides, parse_set, read_config_file, recipe
+    from .train.config import TrainConfig, apply_overrides, config_from_file, parse_set
     from .train.loop import run
 
     try:
@@ -113,11 +113,7 @@ def train(
                 _fail("--resume continues the saved config.yaml; only --out and --epochs (a new total) may be given")
             cfg = TrainConfig(out=out)
         else:
-            file_values = {}
-            if config is not None:
-                file_values = read_config_file(config)
-            chosen = preset or file_values.get("preset") or "compact"
-            cfg = apply_overrides(recipe(chosen), {**file_values, "preset": chosen})
+            cfg = config_from_file(config, preset)
             flags = dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
                          threads=threads, seed=seed, backbone_weights=backbone_weights, out=out)  # fmt: skip
             cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})

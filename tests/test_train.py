@@ -15,7 +15,14 @@ from safetensors.torch import load_file
 
 from expressnet.data import DataError
 from expressnet.train.augment import AugmentConfig
-from expressnet.train.config import TrainConfig, apply_overrides, parse_set, read_config_file, recipe
+from expressnet.train.config import (
+    TrainConfig,
+    apply_overrides,
+    config_from_file,
+    parse_set,
+    read_config_file,
+    recipe,
+)
 from expressnet.train.loop import run
 
 
@@ -156,15 +163,24 @@ def test_config_files_build_on_a_base(tmp_path):
         read_config_file(tmp_path / "c.yaml")
 
 
+def test_config_from_file_starts_from_the_presets_recipe(tmp_path):
+    assert config_from_file(None) == recipe("compact") and config_from_file(None, "paper") == recipe("paper")
+    (tmp_path / "a.yaml").write_text("preset: paper\nepochs: 3\n")
+    assert config_from_file(tmp_path / "a.yaml") == replace(recipe("paper"), epochs=3)
+    chosen = config_from_file(tmp_path / "a.yaml", preset="compact")  # the caller's preset wins over the file's
+    assert chosen == replace(recipe("compact"), epochs=3)
+
+
 def test_committed_configs_resolve():
     from pathlib import Path
 
     for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
-        values = read_config_file(path)
-        cfg = apply_overrides(recipe(values.get("preset", "compact")), values)
-        assert cfg.out.startswith("runs/"), path
-    votes = read_config_file(Path(__file__).parents[1] / "configs" / "fer2013-compact-votes.yaml")
+        assert config_from_file(path).out.startswith("runs/"), path
+    configs = Path(__file__).parents[1] / "configs"
+    votes = read_config_file(configs / "fer2013-compact-votes.yaml")  # two levels of base
     assert votes["optimizer"] == "adamw" and votes["augment"]["rotate"] == 8 and votes["labels"] == "votes"
+    assert votes["init_from"] == read_config_file(configs / "fer2013-compact-stage3.yaml")["init_from"]
+    assert votes["lr"] == 3e-4 and votes["out"] == "runs/fer2013-compact-votes"
 
 
 def test_paper_schedule_decays_per_epoch():

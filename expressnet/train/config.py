@@ -184,6 +184,14 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     return merged
 
 
+def config_from_file(path: str | Path | None, preset: str | None = None) -> TrainConfig:
+    """The training config a YAML file describes: the recipe of its preset (``preset`` if given, else the
+    file's, else ``compact``) with the file's fields (bases resolved) applied on top."""
+    values = read_config_file(path) if path is not None else {}
+    chosen = preset or values.get("preset") or "compact"
+    return apply_overrides(recipe(chosen), {**values, "preset": chosen})
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["a=1", "augment.rotate=10.5", "model={top_k: 1}"]`` -> values parsed as YAML scalars/maps."""
     out = {}
