@@ -51,6 +51,7 @@ def test_run_writes_everything_and_learns(synthetic_fer, tmp_path):
     assert len(history["epochs"]) == 6 and len(history["routing"]) == 6
     assert "moe_global_utilization_entropy" in history["epochs"][0]
     assert summary["test"]["split"] == "test" and summary["test"]["accuracy"] > 0.5  # chance is 1/7
+    assert len(json.loads((out / "test" / "metrics.json").read_text())["expert_ablation"]["global"]) == 4
     meta = json.loads((out / "best.json").read_text())
     assert meta["metrics"]["test"]["accuracy"] == summary["test"]["accuracy"]
     assert meta["class_names"][0] == "angry" and meta["preprocessing"]["input_size"] == 48
@@ -61,6 +62,13 @@ def test_run_writes_everything_and_learns(synthetic_fer, tmp_path):
     )
     with pytest.raises(FileExistsError):
         run(tiny_config(synthetic_fer, out))  # never overwrites an existing run
+
+
+def test_test_report_without_expert_ablation(synthetic_fer, tmp_path):
+    out = tmp_path / "run"
+    summary = run(tiny_config(synthetic_fer, out, epochs=1, max_steps_per_epoch=2, test_ablation=False))
+    metrics = json.loads((out / "test" / "metrics.json").read_text())
+    assert "expert_ablation" not in metrics and metrics["accuracy"] == summary["test"]["accuracy"]
 
 
 def test_resume_after_interruption_matches_uninterrupted(synthetic_fer, tmp_path):

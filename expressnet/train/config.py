@@ -54,6 +54,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # exponential moving average of weights; 0 = off
     early_stopping_patience: int | None = None  # epochs without validation-loss improvement
     tta_flip: bool = False  # evaluate with flip averaging (and ship it in the predictor)
+    test_ablation: bool = True  # drop-one-expert ablation in the end-of-run test report (one pass per expert)
     # runtime
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (autocast)
     channels_last: bool = False

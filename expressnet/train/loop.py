@@ -383,7 +383,8 @@ def _final_test(cfg: TrainConfig, dataset, pre: Preprocessing, out: Path, metada
         console.print(f"[yellow]no test evaluation: {exc}")
         return {}
     test = prepare_split(limit_split(test_split, cfg.test_limit, cfg.seed), pre)
-    report = write_report(model, test, out / "test", tta_flip=cfg.tta_flip, title=f"{dataset.name} {cfg.test_split}")
+    title = f"{dataset.name} {cfg.test_split}"
+    report = write_report(model, test, out / "test", tta_flip=cfg.tta_flip, title=title, ablation=cfg.test_ablation)
     # record the test metrics in the best checkpoint's metadata (weights unchanged)
     state, meta = load_checkpoint(best)
     meta["metrics"]["test"] = {**_brief(report), "split": cfg.test_split}
