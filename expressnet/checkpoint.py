@@ -107,8 +107,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 def build_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild an ExpressNet-MoE from a checkpoint: returns the model in eval mode with ``.metadata``,
-    ``.class_names`` and ``.preprocessing`` attached."""
+    ``.class_names`` and ``.preprocessing`` attached. A ``temperature`` in the metadata (see ``expressnet pack``)
+    is folded into the classifier, so every consumer of the logits gets calibrated probabilities."""
     from .data.prepare import Preprocessing
+    from .evaluate.calibration import fold_temperature
     from .nn import ExpressNetConfig, ExpressNetMoE
 
     state, meta = load_checkpoint(path)
@@ -118,6 +120,10 @@ def build_model(path: str | Path, device: str | torch.device = "cpu"):
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not match the model described in its metadata ({exc})") from exc
+    try:
+        fold_temperature(model.head, meta.get("temperature", 1.0))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     model.metadata = meta
     model.class_names = tuple(meta["class_names"])
     model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])

@@ -149,7 +149,8 @@ def evaluate(
         _fail(str(exc))
     use_tta = net.metadata.get("tta_flip", False) if tta is None else tta
     result = write_report(net, prepared, report_dir, use_tta, f"{dataset.name} {split}", ablation, batch_size)
-    result = {"model": str(model), "data": str(data), "split": split, **result}
+    temperature = net.metadata.get("temperature", 1.0)
+    result = {"model": str(model), "data": str(data), "split": split, "temperature": temperature, **result}
     if report_dir is not None:
         import json
 
@@ -280,28 +281,51 @@ def pack(
     data: Annotated[str | None, typer.Option(help="Evaluate the packed model on this dataset's val and test.")] = None,
     val_split: Annotated[str, typer.Option()] = "val",
     test_split: Annotated[str, typer.Option()] = "test",
+    calibrate: Annotated[
+        bool, typer.Option(help="With --data: fit a softmax temperature on the val split (never on test).")
+    ] = True,
 ) -> None:
-    """Package a trained checkpoint for shipping; with --data, record the packed model's own metrics."""
+    """Package a trained checkpoint for shipping; with --data, calibrate it on val and record its own metrics."""
     from .checkpoint import CheckpointError, load_checkpoint, pack_checkpoint, save_checkpoint
     from .data import DataError, load_dataset, prepare_split
+    from .evaluate.calibration import fit_temperature
     from .evaluate.core import evaluate_prepared
     from .hub import load_model, relabel_split, resolve_model
+    from .infer.classify import predict_logits
+
+    def update_metadata(**fields) -> None:
+        state, meta = load_checkpoint(out)
+        save_checkpoint(out, state, {**meta, **fields})
 
     try:
         out = pack_checkpoint(resolve_model(source), target, weights)
         if data is not None:
             net = load_model(out)
+            tta = net.metadata.get("tta_flip", False)
             dataset = load_dataset(data)
+            splits = {"val": val_split, "test": test_split}
+            prepared = {
+                role: prepare_split(relabel_split(dataset.split(split), net.class_names), net.preprocessing)
+                for role, split in splits.items()
+            }
+            if calibrate:
+                val = prepared["val"]
+                logits = predict_logits(net, val.images, tta_flip=tta)  # already divided by any earlier temperature
+                temperature = net.metadata.get("temperature", 1.0) * fit_temperature(logits, val.labels)
+                update_metadata(temperature=temperature, calibration={"method": "temperature", "split": val_split})
+                console.print(f"temperature {temperature:.3f} (fitted on {val_split})")
+                net = load_model(out)
             packed = {}
-            for role, split in (("val", val_split), ("test", test_split)):
-                prepared = prepare_split(relabel_split(dataset.split(split), net.class_names), net.preprocessing)
-                m = evaluate_prepared(net, prepared, net.metadata.get("tta_flip", False), routing=False)
-                packed[role] = {k: m[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece")}
+            for role, split in splits.items():
+                m = evaluate_prepared(net, prepared[role], tta, routing=False)
+                packed[role] = {k: m[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece", "nll")}
                 packed[role]["split"] = split
-                console.print(f"packed model, {split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
-            state, meta = load_checkpoint(out)
-            meta["metrics"] = {**meta.get("metrics", {}), "packed": packed}
-            save_checkpoint(out, state, meta)
+                console.print(
+                    f"packed model, {split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
+                    f"  ECE {m['ece']:.4f}"
+                )
+            meta = load_checkpoint(out)[1]
+            update_metadata(metrics={**meta.get("metrics", {}), "packed": packed})
     except (CheckpointError, DataError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"wrote {target} ({Path(target).stat().st_size / 1e6:.1f} MB)")

@@ -87,3 +87,19 @@ def test_int8_packing_is_small_close_and_stable(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="overwrite its source"):
         pack_checkpoint(packed, packed)
+
+
+def test_temperature_in_metadata_divides_the_logits(tmp_path):
+    path = tmp_path / "m.safetensors"
+    model = save_tiny(path)
+    state, meta = load_checkpoint(path)
+    save_checkpoint(tmp_path / "t.safetensors", state, {**meta, "temperature": 2.5})
+    warm = build_model(tmp_path / "t.safetensors")
+    x = torch.rand(4, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(warm(x), model(x) / 2.5, atol=1e-5)
+    assert torch.equal(load_checkpoint(tmp_path / "t.safetensors")[0]["head.weight"], state["head.weight"])
+    for bad in (0, -1.0, "hot", float("nan")):
+        save_checkpoint(tmp_path / "bad.safetensors", state, {**meta, "temperature": bad})
+        with pytest.raises(CheckpointError, match=r"bad\.safetensors: temperature must be a positive number"):
+            build_model(tmp_path / "bad.safetensors")

@@ -135,6 +135,22 @@ def test_fer2013_trains_on_ferplus_vote_targets(synthetic_fer, tmp_path):
         run(replace(cfg, votes=str(synthetic_fer), out=str(tmp_path / "r3")))
 
 
+def test_soft_labels_blend_with_the_majority():
+    from expressnet.data import Prepared
+    from expressnet.train.loop import blend_majority
+
+    votes = torch.tensor([[0.4, 0.4, 0.2], [0.1, 0.0, 0.9]])
+    data = Prepared(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 2]), votes, ("a", "b", "c"),
+                    ["x", "y"], {}, "f")  # fmt: skip
+    blended = blend_majority(data, 0.5).soft_labels
+    torch.testing.assert_close(blended, torch.tensor([[0.7, 0.2, 0.1], [0.05, 0.0, 0.95]]))
+    assert torch.equal(data.soft_labels, votes)  # the input is left as it was
+    assert blend_majority(data, 1.0) is data
+    torch.testing.assert_close(blend_majority(data, 0.0).soft_labels, torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]))
+    with pytest.raises(ValueError, match="soft_weight must be in"):
+        TrainConfig(soft_weight=1.5)
+
+
 def test_recipes_and_overrides():
     paper = recipe("paper")
     assert (paper.optimizer, paper.lr, paper.batch_size, paper.epochs, paper.label_smoothing) == (

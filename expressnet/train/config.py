@@ -33,6 +33,7 @@ class TrainConfig:
     labels: str = "hard"  # "hard" | "soft" (vote distributions, FER+) | "votes" (FER-2013 blended with FER+ votes)
     votes: str = "ferplus"  # FER+ npz (path or known name) for labels="votes"
     vote_weight: float = 0.3  # share of the FER+ vote distribution in labels="votes" targets
+    soft_weight: float = 1.0  # labels="soft": share of the vote distribution, the rest one-hot on the majority
     train_limit: int | None = None  # use a seeded stratified subset of this many training images
     val_limit: int | None = None
     test_limit: int | None = None  # for smoke tests only; reports say n
@@ -71,6 +72,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.labels not in ("hard", "soft", "votes"):
             raise ValueError(f"labels must be hard, soft or votes, not {self.labels!r}")
+        if not 0 <= self.soft_weight <= 1:
+            raise ValueError(f"soft_weight must be in [0, 1], not {self.soft_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

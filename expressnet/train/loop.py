@@ -21,7 +21,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..checkpoint import build_model, load_checkpoint, save_checkpoint
-from ..data import Preprocessing, load_dataset, prepare_split, stratified_indices
+from ..data import Prepared, Preprocessing, load_dataset, prepare_split, stratified_indices
 from ..data.base import DataError, Split
 from ..data.ferplus import with_vote_targets
 from ..data.registry import resolve
@@ -89,6 +89,14 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def blend_majority(data: Prepared, soft_weight: float) -> Prepared:
+    """``data`` with soft labels ``soft_weight * votes + (1 - soft_weight) * one-hot(majority label)``."""
+    if soft_weight == 1:
+        return data
+    majority = F.one_hot(data.labels, len(data.class_names)).to(data.soft_labels.dtype)
+    return replace(data, soft_labels=soft_weight * data.soft_labels + (1 - soft_weight) * majority)
 
 
 def class_weight_vector(cfg: TrainConfig, labels: torch.Tensor, k: int) -> torch.Tensor | None:
@@ -209,6 +217,8 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
     val = prepare_split(limit_split(dataset.split(cfg.val_split), cfg.val_limit, cfg.seed), pre, info.is_main)
     if cfg.labels == "soft" and train.soft_labels is None:
         raise DataError(f"{cfg.data}: labels=soft needs vote distributions, which this dataset does not have")
+    if cfg.labels == "soft":
+        train = blend_majority(train, cfg.soft_weight)
     skipped = len(train.skipped) + len(val.skipped)
     say(
         f"[bold]data[/] {dataset.name}: train {len(train):,} ({cfg.train_split}), val {len(val):,} ({cfg.val_split}), "

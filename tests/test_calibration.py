@@ -1,0 +1,69 @@
+"""Temperature scaling: fitted on validation, folded into the classifier, recorded by `expressnet pack`."""
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from expressnet.checkpoint import load_checkpoint
+from expressnet.cli import app
+from expressnet.evaluate.calibration import fit_temperature
+from expressnet.evaluate.metrics import classification_metrics
+
+
+def overconfident(n: int = 4000, k: int = 5, scale: float = 3.0, seed: int = 0):
+    """Labels drawn from softmax(z); the logits given are scale * z (too confident by ``scale``)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, k, generator=g) * 1.5
+    labels = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
+    return z * scale, labels
+
+
+def test_fit_recovers_the_temperature_and_lowers_ece():
+    logits, labels = overconfident(scale=3.0)
+    t = fit_temperature(logits, labels)
+    assert 2.6 < t < 3.4
+    before = classification_metrics(torch.softmax(logits, 1).numpy(), labels.numpy(), list("abcde"))
+    after = classification_metrics(torch.softmax(logits / t, 1).numpy(), labels.numpy(), list("abcde"))
+    assert after["accuracy"] == before["accuracy"]  # the argmax never changes
+    assert after["ece"] < before["ece"] / 2 and after["nll"] < before["nll"]
+    # an underconfident model gets T < 1
+    assert fit_temperature(logits / 6, labels) < 0.7
+
+
+def test_fit_rejects_bad_input():
+    with pytest.raises(ValueError, match="need logits"):
+        fit_temperature(torch.zeros(3, 2), torch.zeros(2))
+    with pytest.raises(ValueError, match="need logits"):
+        fit_temperature(torch.zeros(0, 2), torch.zeros(0))
+
+
+def test_pack_calibrates_on_val_only(tmp_path, synthetic_fer):
+    """A model trained briefly on the synthetic set, packed with --data: the temperature comes from PublicTest,
+    the packed test accuracy is the uncalibrated one, and re-packing the packed model keeps the same T."""
+    from expressnet.train.config import TrainConfig
+    from expressnet.train.loop import run
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(preset="tiny", data=str(synthetic_fer), epochs=2, batch_size=32, lr=3e-3, out=str(out),
+                      threads=1, test_ablation=False, tensorboard=False)  # fmt: skip
+    run(cfg)
+    runner = CliRunner()
+    target = tmp_path / "packed.safetensors"
+    result = runner.invoke(app, ["pack", str(out), str(target), "--data", str(synthetic_fer)])
+    assert result.exit_code == 0, result.output
+    meta = load_checkpoint(target)[1]
+    t = meta["temperature"]
+    assert t > 0 and t != 1.0 and meta["calibration"] == {"method": "temperature", "split": "val"}
+    plain = tmp_path / "plain.safetensors"
+    result = runner.invoke(app, ["pack", str(out), str(plain), "--data", str(synthetic_fer), "--no-calibrate"])
+    assert result.exit_code == 0, result.output
+    plain_meta = load_checkpoint(plain)[1]
+    assert "temperature" not in plain_meta
+    calibrated, uncalibrated = meta["metrics"]["packed"]["test"], plain_meta["metrics"]["packed"]["test"]
+    assert calibrated["accuracy"] == uncalibrated["accuracy"]
+    assert calibrated["nll"] != uncalibrated["nll"]
+    again = tmp_path / "again.safetensors"
+    result = runner.invoke(app, ["pack", str(target), str(again), "--data", str(synthetic_fer)])
+    assert result.exit_code == 0, result.output
+    assert np.isclose(load_checkpoint(again)[1]["temperature"], t, rtol=0.02)
