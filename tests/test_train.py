@@ -205,10 +205,11 @@ def test_committed_configs_resolve():
     assert votes["optimizer"] == "adamw" and votes["augment"]["rotate"] == 8 and votes["labels"] == "votes"
     assert votes["init_from"] == read_config_file(configs / "fer2013-compact-stage3.yaml")["init_from"]
     assert votes["lr"] == 3e-4 and votes["out"] == "runs/fer2013-compact-votes"
-    ferplus = config_from_file(configs / "ferplus-compact-stage5.yaml")  # five levels; nested keys merge per key
-    assert ferplus.model == {"feature_dropout": 0.1, "conv_dropout": 0.0}
+    ferplus = config_from_file(configs / "ferplus-compact-stage7.yaml")  # seven levels; nested keys merge per key
+    assert ferplus.model == {"feature_dropout": 0.0, "conv_dropout": 0.0}
     assert ferplus.augment.erase == 0.0 and ferplus.augment.rotate == 8 and ferplus.labels == "soft"
-    assert ferplus.data == "ferplus" and ferplus.lr == 2e-4 and ferplus.epochs == 12
+    assert ferplus.data == "ferplus" and ferplus.lr == 1e-4 and ferplus.epochs == 10 and ferplus.soft_weight == 0.5
+    assert ferplus.weight_decay == 0.005 and ferplus.init_from == "runs/ferplus-compact-stage6/best.safetensors"
 
 
 def test_paper_schedule_decays_per_epoch():
