@@ -288,14 +288,10 @@ def pack(
     """Package a trained checkpoint for shipping; with --data, calibrate it on val and record its own metrics."""
     from .checkpoint import CheckpointError, load_checkpoint, pack_checkpoint, save_checkpoint
     from .data import DataError, load_dataset, prepare_split
-    from .evaluate.calibration import fit_temperature
+    from .evaluate.calibration import fit_temperature, fold_temperature
     from .evaluate.core import evaluate_prepared
     from .hub import load_model, relabel_split, resolve_model
     from .infer.classify import predict_logits
-
-    def update_metadata(**fields) -> None:
-        state, meta = load_checkpoint(out)
-        save_checkpoint(out, state, {**meta, **fields})
 
     try:
         out = pack_checkpoint(resolve_model(source), target, weights)
@@ -308,13 +304,15 @@ def pack(
                 role: prepare_split(relabel_split(dataset.split(split), net.class_names), net.preprocessing)
                 for role, split in splits.items()
             }
+            fields = {}
             if calibrate:
                 val = prepared["val"]
                 logits = predict_logits(net, val.images, tta_flip=tta)  # already divided by any earlier temperature
-                temperature = net.metadata.get("temperature", 1.0) * fit_temperature(logits, val.labels)
-                update_metadata(temperature=temperature, calibration={"method": "temperature", "split": val_split})
+                extra = fit_temperature(logits, val.labels)
+                fold_temperature(net.head, extra)
+                temperature = net.metadata.get("temperature", 1.0) * extra
+                fields = {"temperature": temperature, "calibration": {"method": "temperature", "split": val_split}}
                 console.print(f"temperature {temperature:.3f} (fitted on {val_split})")
-                net = load_model(out)
             packed = {}
             for role, split in splits.items():
                 m = evaluate_prepared(net, prepared[role], tta, routing=False)
@@ -324,8 +322,8 @@ def pack(
                     f"packed model, {split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
                     f"  ECE {m['ece']:.4f}"
                 )
-            meta = load_checkpoint(out)[1]
-            update_metadata(metrics={**meta.get("metrics", {}), "packed": packed})
+            state, meta = load_checkpoint(out)
+            save_checkpoint(out, state, {**meta, **fields, "metrics": {**meta.get("metrics", {}), "packed": packed}})
     except (CheckpointError, DataError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"wrote {target} ({Path(target).stat().st_size / 1e6:.1f} MB)")

@@ -215,9 +215,9 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
         train_split = with_vote_targets(train_split, fer2013_npz, resolve(cfg.votes), cfg.vote_weight)
     train = prepare_split(limit_split(train_split, cfg.train_limit, cfg.seed), pre, info.is_main)
     val = prepare_split(limit_split(dataset.split(cfg.val_split), cfg.val_limit, cfg.seed), pre, info.is_main)
-    if cfg.labels == "soft" and train.soft_labels is None:
-        raise DataError(f"{cfg.data}: labels=soft needs vote distributions, which this dataset does not have")
     if cfg.labels == "soft":
+        if train.soft_labels is None:
+            raise DataError(f"{cfg.data}: labels=soft needs vote distributions, which this dataset does not have")
         train = blend_majority(train, cfg.soft_weight)
     skipped = len(train.skipped) + len(val.skipped)
     say(
