@@ -42,6 +42,7 @@ reports: install
 	$(BIN)/expressnet evaluate --model fer2013 --data fer2013 --split PrivateTest --report-dir reports/fer2013-privatetest
 	$(BIN)/expressnet evaluate --model fer2013 --data fer2013 --split PublicTest+PrivateTest --report-dir reports/fer2013-all --no-ablation
 	$(BIN)/expressnet evaluate --model ferplus --data ferplus --split PrivateTest --report-dir reports/ferplus-privatetest --no-ablation
+	$(BIN)/expressnet evaluate --model ferplus --data ferplus-majority --split PrivateTest --report-dir reports/ferplus-majority-privatetest --no-ablation
 	$(BIN)/expressnet data-report --data fer2013 --out reports/data-fer2013
 	$(BIN)/expressnet data-report --data ferplus --out reports/data-ferplus
 

@@ -299,7 +299,7 @@ def pack(
             net = load_model(out)
             tta = net.metadata.get("tta_flip", False)
             dataset = load_dataset(data)
-            splits = {"val": val_split, "test": test_split}
+            splits = {"val": dataset.split(val_split).name, "test": dataset.split(test_split).name}
             prepared = {
                 role: prepare_split(relabel_split(dataset.split(split), net.class_names), net.preprocessing)
                 for role, split in splits.items()
@@ -311,13 +311,14 @@ def pack(
                 extra = fit_temperature(logits, val.labels)
                 fold_temperature(net.head, extra)
                 temperature = net.metadata.get("temperature", 1.0) * extra
-                fields = {"temperature": temperature, "calibration": {"method": "temperature", "split": val_split}}
-                console.print(f"temperature {temperature:.3f} (fitted on {val_split})")
+                calibration = {"method": "temperature", "data": dataset.name, "split": splits["val"]}
+                fields = {"temperature": temperature, "calibration": calibration}
+                console.print(f"temperature {temperature:.3f} (fitted on {splits['val']})")
             packed = {}
             for role, split in splits.items():
                 m = evaluate_prepared(net, prepared[role], tta, routing=False)
                 packed[role] = {k: m[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece", "nll")}
-                packed[role]["split"] = split
+                packed[role].update(data=dataset.name, split=split)
                 console.print(
                     f"packed model, {split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
                     f"  ECE {m['ece']:.4f}"

@@ -54,7 +54,9 @@ def test_pack_calibrates_on_val_only(tmp_path, synthetic_fer):
     assert result.exit_code == 0, result.output
     meta = load_checkpoint(target)[1]
     t = meta["temperature"]
-    assert t > 0 and t != 1.0 and meta["calibration"] == {"method": "temperature", "split": "val"}
+    assert t > 0 and t != 1.0
+    assert meta["calibration"] == {"method": "temperature", "data": "fer2013", "split": "PublicTest"}
+    assert meta["metrics"]["packed"]["test"]["split"] == "PrivateTest"
     plain = tmp_path / "plain.safetensors"
     result = runner.invoke(app, ["pack", str(out), str(plain), "--data", str(synthetic_fer), "--no-calibrate"])
     assert result.exit_code == 0, result.output

@@ -128,16 +128,33 @@ def test_ferplus_csv_votes_joined_to_fer2013(tmp_path):
         load_dataset(votes, images=tmp_path / "missing.csv")
 
 
-def test_ferplus_npz(tmp_path):
-    votes = np.array([[8, 1, 0, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 10], [1, 1, 1, 5, 0, 0, 0, 0, 2, 0]])
+def test_ferplus_npz(tmp_path, monkeypatch):
+    votes = np.array([
+        [8, 1, 0, 0, 0, 0, 0, 0, 1, 0],  # neutral under both protocols
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 10],  # not a face: dropped by both
+        [1, 1, 1, 5, 0, 0, 0, 0, 2, 0],  # sad; majority: the single votes go, 5 of 7 remain
+        [3, 0, 0, 3, 0, 0, 0, 0, 2, 2],  # plurality: neutral (earlier column); majority: 3 of 10 -> dropped
+    ])  # fmt: skip
     path = tmp_path / "ferplus.npz"
-    split = np.array(["Training", "Training", "PrivateTest"])
-    np.savez_compressed(path, images=np.zeros((3, 48, 48), np.uint8), votes=votes, split=split)
+    split = np.array(["Training", "Training", "PrivateTest", "PrivateTest"])
+    np.savez_compressed(path, images=np.zeros((4, 48, 48), np.uint8), votes=votes, split=split)
     assert detect_kind(path) == "ferplus-npz"
     ds = load_dataset(path)
+    assert ds.name == "ferplus"
     assert ds.split("train").labels.tolist() == [0] and len(ds.split("train").skipped) == 1
-    assert ds.split("test").labels.tolist() == [FERPLUS_CLASSES.index("sad")]
-    assert ds.split("test").soft_labels.sum() == pytest.approx(1.0)
+    assert ds.split("test").labels.tolist() == [FERPLUS_CLASSES.index("sad"), 0]
+    np.testing.assert_allclose(ds.split("test").soft_labels.sum(axis=1), 1.0)
+    monkeypatch.setenv("EXPRESSNET_DATA", str(tmp_path))
+    strict = load_dataset("ferplus-majority")  # the known name implies protocol="majority"
+    assert strict.name == "ferplus-majority"
+    assert strict.split("train").labels.tolist() == [0]
+    test = strict.split("test")
+    assert test.labels.tolist() == [FERPLUS_CLASSES.index("sad")]
+    np.testing.assert_allclose(test.soft_labels[0], np.eye(8)[FERPLUS_CLASSES.index("sad")])
+    assert list(test.skipped.values()) == ["no emotion has more than half of the votes"]
+    assert load_dataset(path, protocol="majority").split("test").labels.tolist() == test.labels.tolist()
+    with pytest.raises(ValueError, match="unknown FER\\+ protocol 'mode'"):
+        load_dataset(path, protocol="mode")
 
 
 def test_rafdb_official_layout(tmp_path):
@@ -305,6 +322,10 @@ def test_real_ferplus_filtering():
     ds = load_dataset(real_data("ferplus.npz"))
     assert {k: len(v.skipped) for k, v in ds.splits.items()} == {"Training": 408, "PublicTest": 55, "PrivateTest": 53}
     assert len(ds.split("test")) == 3_573 - 53
+    strict = load_dataset(real_data("ferplus.npz"), protocol="majority")  # microsoft/FERPlus majority mode
+    assert [len(strict.split(r)) for r in ("val", "test")] == [3_199, 3_152]
+    kept = [ds.split("test").sources.index(s) for s in strict.split("test").sources]
+    assert np.array_equal(ds.split("test").labels[kept], strict.split("test").labels)  # a subset, same labels
 
 
 @pytest.mark.data

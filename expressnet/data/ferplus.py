@@ -1,8 +1,16 @@
 """FER+ (Barsoum et al. 2016): ten crowd votes per FER-2013 image.
 
-Labels: the majority emotion (argmax of the 8 emotion votes, earlier column on ties), after the usual
-filtering that drops images where "unknown" or "not a face" got at least as many votes as the top
-emotion. Soft labels: the normalised distribution of the 8 emotion votes.
+Two test protocols (``protocol=``), both dropping images the crowd did not see as one emotion:
+
+- ``"plurality"`` (default): the label is the top emotion vote (earlier column on ties); images where "unknown"
+  or "not a face" got at least as many votes as the top emotion are dropped. Soft labels: the normalised
+  distribution of the 8 emotion votes.
+- ``"majority"``: the reference code's majority mode (microsoft/FERPlus ``ferplus.py``, used for the paper's
+  test figures): single votes are removed as outliers, then an image is kept only if one emotion has more
+  than half of the remaining votes (unknown and not-a-face included). Soft labels use the votes left after
+  outlier removal. A stricter subset: ambiguous faces are not scored. Only unknown and not-a-face majorities
+  are dropped, as the FER+ paper describes; the reference reader's ``idx < emotion_count - 2`` check with
+  ``emotion_count=8`` would also drop fear and contempt faces.
 """
 
 from __future__ import annotations
@@ -17,19 +25,33 @@ from .base import DataError, Dataset, Split
 from .fer2013 import SPLITS, present_roles, read_fer2013_csv
 from .labels import FER2013_CLASSES, FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS, canonical
 
+PROTOCOLS = ("plurality", "majority")
 
-def majority_labels(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, soft labels, keep mask) from (N, 10) votes in FER+ column order."""
+
+def majority_labels(votes: np.ndarray, protocol: str = "plurality") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, soft labels, keep mask) from (N, 10) votes in FER+ column order under a test ``protocol``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown FER+ protocol {protocol!r} (expected one of {PROTOCOLS})")
     votes = np.asarray(votes, dtype=np.float64)
+    if protocol == "majority":
+        votes = np.where(votes <= 1, 0, votes)
     emotions = votes[:, :8]
     top = emotions.max(axis=1)
-    keep = (top > 0) & (np.maximum(votes[:, 8], votes[:, 9]) < top)
+    if protocol == "majority":
+        keep = top > 0.5 * votes.sum(axis=1)
+    else:
+        keep = (top > 0) & (np.maximum(votes[:, 8], votes[:, 9]) < top)
     soft = emotions / np.maximum(emotions.sum(axis=1, keepdims=True), 1)
     return emotions.argmax(axis=1), soft.astype(np.float32), keep
 
 
-def _dataset(root: Path, images: np.ndarray, votes: np.ndarray, usage: np.ndarray, sources: list[str]) -> Dataset:
-    labels, soft, keep = majority_labels(votes)
+def _dataset(
+    root: Path, images: np.ndarray, votes: np.ndarray, usage: np.ndarray, sources: list[str], protocol: str
+) -> Dataset:
+    labels, soft, keep = majority_labels(votes, protocol)
+    reason = (
+        "no emotion has more than half of the votes" if protocol == "majority" else "unknown/not-a-face votes dominate"
+    )
     splits = {}
     for split in SPLITS:
         idx = np.flatnonzero(usage == split)
@@ -44,12 +66,13 @@ def _dataset(root: Path, images: np.ndarray, votes: np.ndarray, usage: np.ndarra
             images=images[kept],
             soft_labels=soft[kept],
         )
-        s.skipped.update({sources[i]: "unknown/not-a-face votes dominate" for i in idx[~keep[idx]]})
+        s.skipped.update({sources[i]: reason for i in idx[~keep[idx]]})
         splits[split] = s
-    return Dataset("ferplus", splits, present_roles(splits), str(root))
+    name = "ferplus" if protocol == "plurality" else f"ferplus-{protocol}"
+    return Dataset(name, splits, present_roles(splits), str(root))
 
 
-def read_ferplus_npz(path: str | Path) -> Dataset:
+def read_ferplus_npz(path: str | Path, protocol: str = "plurality") -> Dataset:
     """``ferplus.npz``: lossless FER-2013 pixels with the fer2013new.csv votes (see PROVENANCE.md)."""
     path = Path(path)
     data = np.load(path, allow_pickle=False)
@@ -59,10 +82,10 @@ def read_ferplus_npz(path: str | Path) -> Dataset:
     if data["votes"].shape[1] != 10:
         raise DataError(f"{path}: votes must have 10 columns {FERPLUS_VOTE_COLUMNS}")
     sources = list(data["paths"]) if "paths" in data.files else [f"{path.name}:{i}" for i in range(len(data["votes"]))]
-    return _dataset(path, data["images"], data["votes"], data["split"], sources)
+    return _dataset(path, data["images"], data["votes"], data["split"], sources, protocol)
 
 
-def read_ferplus_csv(votes_csv: str | Path, images: str | Path | None = None) -> Dataset:
+def read_ferplus_csv(votes_csv: str | Path, images: str | Path | None = None, protocol: str = "plurality") -> Dataset:
     """``fer2013new.csv`` votes joined row by row to FER-2013 pixels from ``fer2013.csv``.
 
     ``images`` defaults to ``fer2013.csv`` beside the votes file. Rows with an empty image name (no FER+
@@ -102,7 +125,7 @@ def read_ferplus_csv(votes_csv: str | Path, images: str | Path | None = None) ->
             names.append(row["Image name"].strip())
     pixels = np.stack([by_row[r][0] for r in rows])
     usage = np.array([by_row[r][1] for r in rows])
-    return _dataset(votes_csv, pixels, np.array(votes), usage, names)
+    return _dataset(votes_csv, pixels, np.array(votes), usage, names, protocol)
 
 
 def with_vote_targets(split: Split, fer2013_npz: str | Path, ferplus_npz: str | Path, weight: float) -> Split:

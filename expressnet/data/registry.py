@@ -16,7 +16,8 @@ from .ferplus import read_ferplus_csv, read_ferplus_npz
 from .folders import read_image_folder
 from .rafdb import read_rafdb_kaggle, read_rafdb_official
 
-KNOWN_FILES = {"fer2013": "fer2013.npz", "ferplus": "ferplus.npz"}
+KNOWN_FILES = {"fer2013": "fer2013.npz", "ferplus": "ferplus.npz", "ferplus-majority": "ferplus.npz"}
+KNOWN_OPTIONS = {"ferplus-majority": {"protocol": "majority"}}  # reader options a known name implies
 
 
 def data_root() -> Path:
@@ -32,7 +33,8 @@ def data_root() -> Path:
 
 
 def resolve(spec: str | Path) -> Path:
-    """A path as given, or a known dataset name (``fer2013``, ``ferplus``) under :func:`data_root`."""
+    """A path as given, or a known dataset name (``fer2013``, ``ferplus``, ``ferplus-majority``) under
+    :func:`data_root`."""
     path = Path(spec)
     if path.exists():
         return path
@@ -87,8 +89,11 @@ def detect_kind(path: Path) -> str:
 
 def load_dataset(spec: str | Path, kind: str = "auto", **options: Any) -> Dataset:
     """Load a dataset from a path or known name. ``kind`` forces a reader; ``options`` go to the reader
-    (e.g. ``images=`` for FER+ CSV votes, ``num_classes=7`` for AffectNet, ``seed=`` for held-out splits)."""
+    (e.g. ``images=`` for FER+ CSV votes, ``protocol="majority"`` for FER+, ``num_classes=7`` for AffectNet,
+    ``seed=`` for held-out splits). Known names may imply options (``ferplus-majority``)."""
     path = resolve(spec)
+    if not Path(spec).exists():
+        options = {**KNOWN_OPTIONS.get(str(spec), {}), **options}
     kind = detect_kind(path) if kind == "auto" else kind
     if kind == "fer2013-npz":
         return read_fer2013_npz(path)
@@ -97,7 +102,7 @@ def load_dataset(spec: str | Path, kind: str = "auto", **options: Any) -> Datase
     if kind == "fer2013-folders":
         return read_fer2013_folders(path)
     if kind == "ferplus-npz":
-        return read_ferplus_npz(path)
+        return read_ferplus_npz(path, **options)
     if kind == "ferplus-csv":
         return read_ferplus_csv(path, **options)
     if kind == "rafdb-official":
