@@ -82,7 +82,7 @@ def _fail(message: str) -> None:
 def train(
     config: Annotated[str | None, typer.Option(help="YAML training config (fields of TrainConfig).")] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset; picks the recipe defaults.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset path or name (fer2013, ferplus).")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset path or name (fer2013, ferplus, ferplus-majority).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs; with --resume a new total (schedule recomputed).")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
@@ -128,7 +128,7 @@ def evaluate(
     model: Annotated[
         str, typer.Option(help="Checkpoint path or shipped model name (fer2013, ferplus, default).")
     ] = "default",
-    data: Annotated[str, typer.Option(help="Dataset path or name.")] = "fer2013",
+    data: Annotated[str, typer.Option(help="Dataset path or name (fer2013, ferplus, ferplus-majority).")] = "fer2013",
     split: Annotated[str, typer.Option(help="Split or role; A+B joins splits (PublicTest+PrivateTest).")] = "test",
     json_out: Annotated[str | None, typer.Option("--json", help="Write metrics JSON here ('-' for stdout).")] = None,
     report_dir: Annotated[str | None, typer.Option(help="Write metrics.json and figures here.")] = None,
