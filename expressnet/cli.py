@@ -299,10 +299,11 @@ def pack(
             net = load_model(out)
             tta = net.metadata.get("tta_flip", False)
             dataset = load_dataset(data)
-            splits = {"val": dataset.split(val_split).name, "test": dataset.split(test_split).name}
+            chosen = {"val": dataset.split(val_split), "test": dataset.split(test_split)}
+            splits = {role: split.name for role, split in chosen.items()}
             prepared = {
-                role: prepare_split(relabel_split(dataset.split(split), net.class_names), net.preprocessing)
-                for role, split in splits.items()
+                role: prepare_split(relabel_split(split, net.class_names), net.preprocessing)
+                for role, split in chosen.items()
             }
             fields = {}
             if calibrate:

@@ -25,7 +25,11 @@ from .base import DataError, Dataset, Split
 from .fer2013 import SPLITS, present_roles, read_fer2013_csv
 from .labels import FER2013_CLASSES, FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS, canonical
 
-PROTOCOLS = ("plurality", "majority")
+SKIP_REASONS = {  # protocol -> why an image is not scored
+    "plurality": "unknown/not-a-face votes dominate",
+    "majority": "no emotion has more than half of the votes",
+}
+PROTOCOLS = tuple(SKIP_REASONS)
 
 
 def majority_labels(votes: np.ndarray, protocol: str = "plurality") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,12 +38,12 @@ def majority_labels(votes: np.ndarray, protocol: str = "plurality") -> tuple[np.
         raise ValueError(f"unknown FER+ protocol {protocol!r} (expected one of {PROTOCOLS})")
     votes = np.asarray(votes, dtype=np.float64)
     if protocol == "majority":
-        votes = np.where(votes <= 1, 0, votes)
-    emotions = votes[:, :8]
-    top = emotions.max(axis=1)
-    if protocol == "majority":
-        keep = top > 0.5 * votes.sum(axis=1)
+        votes = np.where(votes <= 1, 0, votes)  # single votes are outliers
+        emotions = votes[:, :8]
+        keep = emotions.max(axis=1) > 0.5 * votes.sum(axis=1)
     else:
+        emotions = votes[:, :8]
+        top = emotions.max(axis=1)
         keep = (top > 0) & (np.maximum(votes[:, 8], votes[:, 9]) < top)
     soft = emotions / np.maximum(emotions.sum(axis=1, keepdims=True), 1)
     return emotions.argmax(axis=1), soft.astype(np.float32), keep
@@ -49,9 +53,6 @@ def _dataset(
     root: Path, images: np.ndarray, votes: np.ndarray, usage: np.ndarray, sources: list[str], protocol: str
 ) -> Dataset:
     labels, soft, keep = majority_labels(votes, protocol)
-    reason = (
-        "no emotion has more than half of the votes" if protocol == "majority" else "unknown/not-a-face votes dominate"
-    )
     splits = {}
     for split in SPLITS:
         idx = np.flatnonzero(usage == split)
@@ -66,7 +67,7 @@ def _dataset(
             images=images[kept],
             soft_labels=soft[kept],
         )
-        s.skipped.update({sources[i]: reason for i in idx[~keep[idx]]})
+        s.skipped.update({sources[i]: SKIP_REASONS[protocol] for i in idx[~keep[idx]]})
         splits[split] = s
     name = "ferplus" if protocol == "plurality" else f"ferplus-{protocol}"
     return Dataset(name, splits, present_roles(splits), str(root))
