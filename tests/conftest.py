@@ -57,3 +57,11 @@ def real_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data {name} not found in {REAL} (set EXPRESSNET_DATA to the folder holding it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_fer_shared(tmp_path_factory) -> Path:
+    """The :func:`synthetic_fer` dataset, built once per session for session- or module-scoped fixtures
+    (read it, never write next to it)."""
+    folder = tmp_path_factory.mktemp("synthetic_fer")
+    return make_fer_npz(folder / "synthetic_fer.npz", {"Training": 280, "PublicTest": 70, "PrivateTest": 70})

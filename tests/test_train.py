@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import real_data
 from safetensors.torch import load_file
 
-from expressnet.data import DataError
+from expressnet.checkpoint import build_model, save_checkpoint
+from expressnet.data import DataError, Prepared, Preprocessing, Split, load_dataset
+from expressnet.evaluate.report import write_report
+from expressnet.hub import load_model
+from expressnet.nn import create_model
+from expressnet.runtime.batched import predict_logits
+from expressnet.train import loop
 from expressnet.train.augment import AugmentConfig
 from expressnet.train.config import (
     TrainConfig,
@@ -23,15 +34,27 @@ from expressnet.train.config import (
     read_config_file,
     recipe,
 )
-from expressnet.train.loop import run
+from expressnet.train.logging import RunLogger
+from expressnet.train.loop import TARGETS, TargetContext, blend_majority, load_data, run
+
+CPU = torch.device("cpu")
 
 
 def tiny_config(data, out, **kw) -> TrainConfig:
+    augment = AugmentConfig(flip=0.5, rotate=10, scale=0.1, translate=0.05, erase=0.3)
     base = TrainConfig(
-        preset="tiny", data=str(data), epochs=3, batch_size=32, lr=0.05, out=str(out), tensorboard=False,
-        augment=AugmentConfig(flip=0.5, rotate=10, scale=0.1, translate=0.05, erase=0.3), ema_decay=0.9,
-        mixup=0.2, warmup_epochs=0.5,
-    )  # fmt: skip
+        preset="tiny",
+        data=str(data),
+        epochs=3,
+        batch_size=32,
+        lr=0.05,
+        out=str(out),
+        tensorboard=False,
+        augment=augment,
+        ema_decay=0.9,
+        mixup=0.2,
+        warmup_epochs=0.5,
+    )
     return replace(base, **kw)
 
 
@@ -39,12 +62,37 @@ class Interrupt(Exception):
     pass
 
 
-def test_run_writes_everything_and_learns(synthetic_fer, tmp_path):
-    out = tmp_path / "run"
-    summary = run(tiny_config(synthetic_fer, out, epochs=6, mixup=0.0, tensorboard=True))
-    for name in ("config.yaml", "log.csv", "history.json", "curves.png", "best.safetensors", "best.json",
-                 "last.safetensors", "state.pt", "summary.json", "test/metrics.json", "test/confusion.png",
-                 "test/reliability.png", "test/routing_global.png"):  # fmt: skip
+@pytest.fixture(scope="module")
+def trained(synthetic_fer_shared, tmp_path_factory):
+    """One 6-epoch run of the tiny model on the synthetic data, shared by the tests that only read a trained run
+    (its outputs, its best checkpoint as a teacher): (config, summary)."""
+    cfg = tiny_config(synthetic_fer_shared, tmp_path_factory.mktemp("trained") / "run", epochs=6, mixup=0.0)
+    cfg = replace(cfg, tensorboard=True)
+    return cfg, run(cfg)
+
+
+RUN_FILES = (
+    "config.yaml",
+    "log.csv",
+    "history.json",
+    "curves.png",
+    "best.safetensors",
+    "best.json",
+    "last.safetensors",
+    "state.pt",
+    "summary.json",
+    "test/metrics.json",
+    "test/confusion.png",
+    "test/reliability.png",
+    "test/routing_global.png",
+)
+
+
+@pytest.mark.slow
+def test_run_writes_everything_and_learns(trained):
+    cfg, summary = trained
+    out = Path(cfg.out)
+    for name in RUN_FILES:
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
     history = json.loads((out / "history.json").read_text())
@@ -56,21 +104,56 @@ def test_run_writes_everything_and_learns(synthetic_fer, tmp_path):
     assert meta["metrics"]["test"]["accuracy"] == summary["test"]["accuracy"]
     assert meta["class_names"][0] == "angry" and meta["preprocessing"]["input_size"] == 48
     assert set(meta["data"]) >= {"train", "val", "test"}  # fingerprints
+    assert "teacher_sha256" not in meta["train_config"]
     # the saved config reproduces the run's settings
-    assert TrainConfig.load(out / "config.yaml") == tiny_config(
-        synthetic_fer, out, epochs=6, mixup=0.0, tensorboard=True
-    )
-    with pytest.raises(FileExistsError):
-        run(tiny_config(synthetic_fer, out))  # never overwrites an existing run
+    assert TrainConfig.load(out / "config.yaml") == cfg
 
 
-def test_test_report_without_expert_ablation(synthetic_fer, tmp_path):
-    out = tmp_path / "run"
-    summary = run(tiny_config(synthetic_fer, out, epochs=1, max_steps_per_epoch=2, test_ablation=False))
-    metrics = json.loads((out / "test" / "metrics.json").read_text())
+@pytest.mark.slow
+def test_run_and_resume_guards(trained, tmp_path):
+    cfg, _ = trained
+    out = Path(cfg.out)
+    with pytest.raises(FileExistsError, match="a run already exists"):
+        run(cfg)  # never overwrites an existing run
+    with pytest.raises(ValueError, match="must exceed the 6 epochs already completed"):
+        run(cfg, resume=True, epochs=3)
+    assert TrainConfig.load(out / "config.yaml") == cfg  # a refused resume changes nothing
+    with pytest.raises(ValueError, match="only for resume"):
+        run(replace(cfg, out=str(tmp_path / "new")), epochs=3)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=f"{empty}: nothing to resume"):
+        run(replace(cfg, out=str(empty)), resume=True)
+
+
+@pytest.mark.slow
+def test_final_test_on_the_training_device_without_expert_ablation(trained, tmp_path, monkeypatch):
+    """The end-of-run test builds the best checkpoint on the training device and evaluates it in the training
+    precision; test_ablation=False leaves the drop-one-expert ablation out of the report."""
+    cfg, _ = trained
+    shutil.copy(Path(cfg.out) / "best.safetensors", tmp_path / "best.safetensors")
+    cfg = replace(cfg, out=str(tmp_path), test_ablation=False, precision="bf16", eval_batch_size=64)
+    seen = {}
+
+    def spy_build(path, device="cpu"):
+        seen["device"] = device
+        return build_model(path, device)
+
+    def spy_report(*args, **kwargs):
+        seen.update(precision=kwargs["precision"], batch_size=kwargs["batch_size"])
+        return write_report(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "build_model", spy_build)
+    monkeypatch.setattr(loop, "write_report", spy_report)
+    dataset = load_dataset(cfg.data)
+    summary = loop.final_test(cfg, dataset, Preprocessing(48, 1), tmp_path, CPU)
+    assert seen == {"device": CPU, "precision": "bf16", "batch_size": 64}
+    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert "expert_ablation" not in metrics and metrics["accuracy"] == summary["test"]["accuracy"]
+    assert json.loads((tmp_path / "best.json").read_text())["metrics"]["test"]["split"] == "test"
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted(synthetic_fer, tmp_path):
     straight = run(tiny_config(synthetic_fer, tmp_path / "a"))
 
@@ -117,31 +200,55 @@ def test_validation_must_not_be_the_test_split(synthetic_fer, tmp_path):
         run(tiny_config(synthetic_fer, tmp_path / "r", val_split="PublicTest+PrivateTest", test_split="PrivateTest"))
 
 
+@pytest.mark.slow
 def test_fer2013_trains_on_ferplus_vote_targets(synthetic_fer, tmp_path):
-    import numpy as np
-
     with np.load(synthetic_fer) as fer:
         n = len(fer["labels"])
         votes = np.zeros((n, 10), np.int64)
         votes[:, 0] = 10  # every rater says neutral
         np.savez_compressed(tmp_path / "plus.npz", votes=votes, split=fer["split"], kaggle_match_index=np.arange(n))
-    cfg = tiny_config(synthetic_fer, tmp_path / "r", epochs=1, max_steps_per_epoch=2, labels="votes",
-                      votes=str(tmp_path / "plus.npz"), vote_weight=0.2)  # fmt: skip
+    plus = str(tmp_path / "plus.npz")
+    cfg = tiny_config(
+        synthetic_fer, tmp_path / "r", epochs=1, max_steps_per_epoch=2, labels="votes", votes=plus, vote_weight=0.2
+    )
     run(cfg)
     assert TrainConfig.load(tmp_path / "r" / "config.yaml").vote_weight == 0.2
     with pytest.raises(ValueError, match="labels must be hard, soft or votes"):
         run(replace(cfg, labels="crowd", out=str(tmp_path / "r2")))
     with pytest.raises(DataError, match="no kaggle_match_index"):
         run(replace(cfg, votes=str(synthetic_fer), out=str(tmp_path / "r3")))
+    # the "votes" target builder: 0.8 * one-hot(FER-2013 label) + 0.2 * one-hot(neutral)
+    dataset = load_dataset(str(synthetic_fer))
+    train, _ = load_data(cfg, dataset, Preprocessing(48, 1), CPU)
+    neutral = F.one_hot(torch.full_like(train.labels, 6), 7).float()
+    torch.testing.assert_close(train.soft_labels, 0.8 * F.one_hot(train.labels, 7).float() + 0.2 * neutral)
+
+
+def toy_split(soft_labels: np.ndarray | None = None) -> Split:
+    labels = np.array([0, 2, 1, 2])
+    images = np.arange(4 * 48 * 48, dtype=np.uint8).reshape(4, 48, 48)
+    sources = [f"{i}.png" for i in range(4)]
+    return Split("Training", ("angry", "disgust", "fear"), labels, sources, images=images, soft_labels=soft_labels)
+
+
+def test_target_builders_hard_and_soft():
+    ctx = TargetContext(dataset=None, pre=Preprocessing(48, 1), device=CPU, progress=False)
+    hard = TARGETS.get("hard")(TrainConfig(), toy_split(), ctx)
+    assert torch.equal(hard.soft_labels, torch.eye(3)[[0, 2, 1, 2]]) and hard.soft_labels.dtype == torch.float32
+    votes = np.array([[0.5, 0.5, 0.0], [0.0, 0.2, 0.8], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    soft = TARGETS.get("soft")(TrainConfig(labels="soft", soft_weight=0.5), toy_split(votes), ctx)
+    expected = 0.5 * torch.from_numpy(votes) + 0.5 * torch.eye(3)[[0, 2, 1, 2]]
+    torch.testing.assert_close(soft.soft_labels, expected)
+    with pytest.raises(DataError, match="labels=soft needs vote distributions"):
+        TARGETS.get("soft")(TrainConfig(labels="soft"), toy_split(), ctx)
+    assert set(TARGETS.names()) == {"hard", "soft", "votes", "teacher"}
+    assert loop.target_kind(TrainConfig(teacher="fer2013")) == "teacher" and loop.target_kind(TrainConfig()) == "hard"
 
 
 def test_soft_labels_blend_with_the_majority():
-    from expressnet.data import Prepared
-    from expressnet.train.loop import blend_majority
-
     votes = torch.tensor([[0.4, 0.4, 0.2], [0.1, 0.0, 0.9]])
-    data = Prepared(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 2]), votes, ("a", "b", "c"),
-                    ["x", "y"], {}, "f")  # fmt: skip
+    images = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    data = Prepared(images, torch.tensor([0, 2]), votes, ("a", "b", "c"), ["x", "y"], {}, "f")
     blended = blend_majority(data, 0.5).soft_labels
     torch.testing.assert_close(blended, torch.tensor([[0.7, 0.2, 0.1], [0.05, 0.0, 0.95]]))
     assert torch.equal(data.soft_labels, votes)  # the input is left as it was
@@ -149,6 +256,80 @@ def test_soft_labels_blend_with_the_majority():
     torch.testing.assert_close(blend_majority(data, 0.0).soft_labels, torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]))
     with pytest.raises(ValueError, match="soft_weight must be in"):
         TrainConfig(soft_weight=1.5)
+
+
+def teacher_probabilities(teacher_path, images: torch.Tensor, temperature: float) -> torch.Tensor:
+    teacher = load_model(teacher_path)
+    logits = predict_logits(teacher, images, tta_flip=teacher.metadata["tta_flip"])
+    return torch.softmax(logits / temperature, dim=1)
+
+
+@pytest.mark.slow
+def test_distillation_targets_are_the_teachers_softened_probabilities(trained):
+    trained_cfg, _ = trained
+    teacher = str(Path(trained_cfg.out) / "best.safetensors")
+    cfg = replace(trained_cfg, teacher=teacher, distill_temperature=2.0, soft_weight=0.75, train_limit=100)
+    dataset = load_dataset(cfg.data)
+    train, val = load_data(cfg, dataset, Preprocessing(48, 1), CPU)
+    hard = F.one_hot(train.labels, 7).float()
+    expected = 0.75 * teacher_probabilities(teacher, train.images, 2.0) + 0.25 * hard
+    torch.testing.assert_close(train.soft_labels, expected)
+    assert len(train) == 100 and len(val) == 70
+    # a student with other inputs: the teacher still sees the images prepared its own way (48 px gray)
+    rgb, _ = load_data(cfg, dataset, Preprocessing(32, 3), CPU)
+    assert rgb.images.shape[1:] == (3, 32, 32) and torch.equal(rgb.labels, train.labels)
+    torch.testing.assert_close(rgb.soft_labels, expected)
+
+
+@pytest.mark.slow
+def test_distillation_run_records_the_teacher(trained, tmp_path):
+    teacher = str(Path(trained[0].out) / "best.safetensors")
+    cfg = tiny_config(trained[0].data, tmp_path / "student", epochs=1, max_steps_per_epoch=2, teacher=teacher)
+    run(replace(cfg, test_ablation=False))
+    meta = json.loads((tmp_path / "student" / "best.json").read_text())
+    assert (tmp_path / "student" / "best.safetensors").is_file()
+    sha = hashlib.sha256(Path(teacher).read_bytes()).hexdigest()
+    assert meta["train_config"]["teacher"] == teacher and meta["train_config"]["teacher_sha256"] == sha
+
+
+def test_distillation_config_is_checked():
+    with pytest.raises(ValueError, match="use labels=hard"):
+        TrainConfig(teacher="fer2013", labels="soft")
+    with pytest.raises(ValueError, match="distill_temperature must be positive"):
+        TrainConfig(distill_temperature=0.0)
+    assert TrainConfig().teacher is None and TrainConfig().distill_temperature == 1.0
+
+
+def test_optimizers_and_schedules_by_name():
+    model = torch.nn.Linear(3, 2)
+    for name, kind in [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]:
+        assert type(loop.make_optimizer(TrainConfig(optimizer=name), model)) is kind
+    with pytest.raises(ValueError, match=r"unknown optimizer 'lion' \(choose from adam, adamw, sgd\)"):
+        loop.make_optimizer(TrainConfig(optimizer="lion"), model)
+    with pytest.raises(ValueError, match=r"unknown schedule 'step' \(choose from constant, cosine, exponential\)"):
+        loop.lr_factor(TrainConfig(schedule="step"), steps_per_epoch=10)
+    with pytest.raises(ValueError, match="unknown class weighting 'square'"):
+        loop.class_weight_vector(TrainConfig(class_weights="square"), torch.tensor([0, 1]), 2)
+    constant = loop.lr_factor(TrainConfig(schedule="constant", warmup_epochs=1.0), steps_per_epoch=4)
+    assert [constant(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_config_dicts_round_trip_and_reject_unknown_keys():
+    cfg = replace(recipe("compact"), augment=AugmentConfig(erase=0.5, erase_area=(0.1, 0.2)))
+    plain = cfg.to_dict()
+    assert plain["augment"]["erase_area"] == [0.1, 0.2]  # YAML-ready
+    assert TrainConfig.from_dict(plain) == cfg and TrainConfig.from_dict(plain).augment.erase_area == (0.1, 0.2)
+    with pytest.raises(ValueError, match=r"training config: unknown keys \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match=r"training config\.augment: unknown keys \['spin'\]"):
+        TrainConfig.from_dict({"augment": {"spin": 1}})
+
+
+def test_missing_tensorboard_is_an_error_saying_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        RunLogger(tmp_path, TrainConfig(tensorboard=True))
+    RunLogger(tmp_path / "off", TrainConfig(tensorboard=False))  # not needed when off
 
 
 def test_recipes_and_overrides():
@@ -176,9 +357,8 @@ def test_config_files_build_on_a_base(tmp_path):
     (tmp_path / "a.yaml").write_text("lr: 0.1\nepochs: 5\naugment: {flip: 0.5, rotate: 8}\nmodel: {top_k: 1}\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\nlr: 0.01\naugment: {rotate: 3}\n")
-    assert read_config_file(tmp_path / "sub" / "b.yaml") == {
-        "lr": 0.01, "epochs": 5, "augment": {"flip": 0.5, "rotate": 3}, "model": {"top_k": 1}
-    }  # fmt: skip
+    expected = {"lr": 0.01, "epochs": 5, "augment": {"flip": 0.5, "rotate": 3}, "model": {"top_k": 1}}
+    assert read_config_file(tmp_path / "sub" / "b.yaml") == expected
     (tmp_path / "a.yaml").write_text("base: sub/b.yaml\n")
     with pytest.raises(ValueError, match="cycle"):
         read_config_file(tmp_path / "a.yaml")
@@ -196,8 +376,6 @@ def test_config_from_file_starts_from_the_presets_recipe(tmp_path):
 
 
 def test_committed_configs_resolve():
-    from pathlib import Path
-
     configs = Path(__file__).parents[1] / "configs"
     for path in sorted(configs.glob("*.yaml")):
         assert config_from_file(path).out.startswith("runs/"), path
@@ -213,9 +391,7 @@ def test_committed_configs_resolve():
 
 
 def test_paper_schedule_decays_per_epoch():
-    from expressnet.train.loop import lr_factor
-
-    f = lr_factor(recipe("paper"), steps_per_epoch=10)
+    f = loop.lr_factor(recipe("paper"), steps_per_epoch=10)
     assert f(0) == 1.0 and f(9) == 1.0 and f(10) == pytest.approx(0.95) and f(25) == pytest.approx(0.95**2)
 
 
@@ -228,8 +404,8 @@ def test_two_process_ddp_equals_single_process(synthetic_fer, tmp_path):
     cfg = tiny_config(synthetic_fer, tmp_path / "ddp", **common)
     cfg.save(tmp_path / "ddp.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "expressnet", "train", "--config", str(tmp_path / "ddp.yaml")]  # fmt: skip
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    cmd = [*launch, "-m", "expressnet", "train", "--config", str(tmp_path / "ddp.yaml")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     a = load_file(str(tmp_path / "single" / "last.safetensors"))
@@ -244,15 +420,23 @@ def test_two_process_ddp_equals_single_process(synthetic_fer, tmp_path):
 
 
 @pytest.mark.data
+@pytest.mark.slow
 def test_real_fer2013_slice_learns(tmp_path):
     """Brief training on a slice of real FER-2013 is clearly above chance on held-out PublicTest images."""
     path = real_data("fer2013.npz")
+    limits = dict(train_limit=8000, val_limit=1500, test_limit=1000)
+    recipe_ = dict(optimizer="adam", lr=3e-3, weight_decay=0.0, warmup_epochs=0.2, label_smoothing=0.0)
+    plain = dict(augment=AugmentConfig(), ema_decay=0.0, precision="fp32", tta_flip=False, tensorboard=False)
     cfg = replace(
-        recipe("tiny"), data=str(path), epochs=4, train_limit=8000, val_limit=1500, test_limit=1000,
-        out=str(tmp_path / "r"), tensorboard=False, optimizer="adam", lr=3e-3, weight_decay=0.0, warmup_epochs=0.2,
-        augment=AugmentConfig(), ema_decay=0.0, label_smoothing=0.0, precision="fp32", tta_flip=False,
+        recipe("tiny"),
+        data=str(path),
+        epochs=4,
+        out=str(tmp_path / "r"),
         model={"global_dim": 64, "fusion_dim": 64},
-    )  # fmt: skip
+        **limits,
+        **recipe_,
+        **plain,
+    )
     summary = run(cfg)
     history = json.loads((tmp_path / "r" / "history.json").read_text())["epochs"]
     # the majority class (happy) is 25 % of the test splits; uniform guessing is 14 %
@@ -261,18 +445,17 @@ def test_real_fer2013_slice_learns(tmp_path):
 
 
 def test_init_from_matches_classifier_rows_by_class_name(tmp_path):
-    from expressnet.checkpoint import save_checkpoint
-    from expressnet.nn import create_model
-    from expressnet.train.loop import init_from_checkpoint
-
     torch.manual_seed(0)
     source = create_model("tiny", num_classes=3)
-    meta = {"model_config": source.config.to_dict(), "class_names": ["angry", "happy", "sad"],
-            "preprocessing": {"input_size": 48, "channels": 1}}  # fmt: skip
+    meta = {
+        "model_config": source.config.to_dict(),
+        "class_names": ["angry", "happy", "sad"],
+        "preprocessing": {"input_size": 48, "channels": 1},
+    }
     save_checkpoint(tmp_path / "src.safetensors", source.state_dict(), meta)
     target = create_model("tiny", num_classes=4)
     fresh_contempt = target.head.weight[1].clone()
-    message = init_from_checkpoint(
+    message = loop.init_from_checkpoint(
         target, str(tmp_path / "src.safetensors"), ("happiness", "contempt", "anger", "sadness")
     )
     assert "3/4 classes" in message
@@ -282,4 +465,4 @@ def test_init_from_matches_classifier_rows_by_class_name(tmp_path):
     assert torch.equal(target.head.weight[3], source.head.weight[2])  # sad
     assert torch.equal(target.head.weight[1], fresh_contempt)  # no counterpart: left as initialised
     with pytest.raises(ValueError, match="do not fit"):
-        init_from_checkpoint(create_model("compact-s"), str(tmp_path / "src.safetensors"), ("angry",))
+        loop.init_from_checkpoint(create_model("compact-s"), str(tmp_path / "src.safetensors"), ("angry",))

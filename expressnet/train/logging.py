@@ -5,16 +5,31 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from ..evaluate.plots import training_curves
 from ..io import atomic_write_text
+from ..progress import progress_bar
 from .config import TrainConfig
+
+# how to get TensorBoard; a dependency of the package today (the message is the one place to change if it
+# becomes an extra, e.g. "pip install 'expressnet[tensorboard]'")
+TENSORBOARD_INSTALL = "pip install tensorboard"
+
+
+def tensorboard_writer(log_dir: Path):
+    """A ``SummaryWriter`` writing to ``log_dir``; ``ImportError`` saying how to install TensorBoard if it is missing.
+    Imported here, not at the top: TensorBoard takes seconds to import and runs with ``tensorboard: false`` skip it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ImportError(
+            f"tensorboard: true needs the tensorboard package ({TENSORBOARD_INSTALL}), "
+            f"or set tensorboard: false ({exc})"
+        ) from exc
+    return SummaryWriter(str(log_dir))
 
 
 class RunLogger:
@@ -29,28 +44,18 @@ class RunLogger:
             if (out / "history.json").is_file():
                 self.routing = json.loads((out / "history.json").read_text()).get("routing", [])[: len(self.history)]
             if cfg.tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._tb = SummaryWriter(str(out / "tb"))
-                except ImportError:  # tensorboard is optional at run time
-                    self._tb = None
+                self._tb = tensorboard_writer(out / "tb")
 
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator:
         """Yields ``advance(**metrics)``: a rich progress bar with loss, accuracy and images/s."""
-        if not (self.enabled and sys.stderr.isatty()):
+        bar = progress_bar(
+            "loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} {task.fields[ips]:.0f} img/s", enabled=self.enabled
+        )
+        if bar is None:
             yield lambda **_: None
             return
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.3f} {task.fields[ips]:.0f} img/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, transient=True) as bar:
+        with bar:
             task = bar.add_task(description, total=total, loss=0.0, acc=0.0, ips=0.0)
             yield lambda **m: bar.update(task, advance=1, **m)
 

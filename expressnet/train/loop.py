@@ -1,12 +1,25 @@
 """The training loop, top to bottom: data -> model -> epochs (train, validate, checkpoint) -> one test.
 
+    run(cfg)                      guards (--resume, --epochs, an existing run), devices, process group
+      open_dataset(cfg)           the dataset and its splits; validation never overlaps the test split
+      new_model(cfg, classes)     the model (optionally from another checkpoint's weights)
+      load_data(cfg, ...)         prepared tensors; training targets from TARGETS[cfg.labels] (or the teacher)
+      build_training(cfg, ...)    optimizer, schedule, scaler, EMA, class weights, and the state --resume restores
+      train_one_epoch(...)        seeded shuffling, augmentation, mixing, optimizer steps
+      end_of_epoch(...)           validation, history row, best/last checkpoints, state.pt; early stopping
+      final_test(...)             the test split, once, with the best checkpoint, on the training device
+
 Determinism: every epoch's shuffling, augmentation and dropout draw from generators seeded by
 (seed, epoch), so a run resumed after its last completed epoch finishes exactly like an uninterrupted one.
 Validation never touches the test split; the test split is evaluated once, with the best checkpoint.
+
+Chosen by name (``expressnet.registry.Registry``): ``OPTIMIZERS``, ``SCHEDULES``, ``CLASS_WEIGHTS`` and
+``TARGETS`` (how a training split becomes its targets: ``hard``, ``soft``, ``votes``, ``teacher``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,14 +34,17 @@ from rich.console import Console
 
 from .. import __version__
 from ..checkpoint import build_model, load_checkpoint, save_checkpoint
-from ..data import Prepared, Preprocessing, load_dataset, prepare_split, stratified_indices
+from ..data import Dataset, Prepared, Preprocessing, load_dataset, match_classes, prepare_split, stratified_indices
 from ..data.base import DataError, Split
 from ..data.ferplus import with_vote_targets
 from ..data.registry import resolve
 from ..evaluate.core import evaluate_prepared
-from ..infer.classify import autocast, to_float
+from ..evaluate.report import write_report
+from ..hub import load_model, resolve_model
 from ..io import atomic_write
-from ..nn import create_model
+from ..nn import ExpressNetMoE, create_model
+from ..registry import Registry
+from ..runtime.batched import autocast, predict_logits, to_float
 from .augment import augment, mix
 from .config import TrainConfig
 from .distributed import DistInfo, convert_sync_batchnorm, init_distributed, pick_device, shutdown
@@ -37,44 +53,56 @@ from .logging import RunLogger
 
 console = Console(soft_wrap=True)
 
+# ---- chosen by name ------------------------------------------------------------------------------------
 
-@dataclass
-class TrainState:
-    """What --resume restores besides weights, optimizer and scheduler."""
-
-    epoch: int = 0  # epochs completed
-    best_val_accuracy: float = -1.0
-    best_epoch: int = -1
-    best_val_loss: float = math.inf
-    epochs_without_improvement: int = 0
-    history: list[dict] = field(default_factory=list)
+OPTIMIZERS: Registry[Callable[[list[dict], TrainConfig], torch.optim.Optimizer]] = Registry("optimizer")
+# name -> (cfg, warmup steps, total steps, steps per epoch) -> LR multiplier at step s (after the warm-up)
+SCHEDULES: Registry[Callable[[TrainConfig, int, int, int], Callable[[int], float]]] = Registry("schedule")
+CLASS_WEIGHTS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("class weighting")
+# name -> (cfg, training split, TargetContext) -> the prepared split with its training targets in soft_labels
+TARGETS: Registry[Callable[[TrainConfig, Split, TargetContext], Prepared]] = Registry("training targets")
 
 
-def limit_split(split: Split, n: int | None, seed: int) -> Split:
-    """A seeded stratified subset of ``n`` images (all of them when ``n`` is None or large)."""
-    if n is None or n >= len(split):
-        return split
-    _, keep = stratified_indices(split.labels, n / len(split), seed)
-    return split.subset(keep)
+@OPTIMIZERS.register("sgd")
+def sgd(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+
+
+@OPTIMIZERS.register("adam")
+def adam(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+@SCHEDULES.register("cosine")
+def cosine(cfg: TrainConfig, warmup: int, total: int, steps_per_epoch: int) -> Callable[[int], float]:
+    return lambda s: 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(total - warmup, 1)))
+
+
+@SCHEDULES.register("exponential")
+def exponential(cfg: TrainConfig, warmup: int, total: int, steps_per_epoch: int) -> Callable[[int], float]:
+    return lambda s: cfg.lr_decay ** (s // steps_per_epoch)  # per epoch, counted from step 0
+
+
+@SCHEDULES.register("constant")
+def constant(cfg: TrainConfig, warmup: int, total: int, steps_per_epoch: int) -> Callable[[int], float]:
+    return lambda s: 1.0
+
+
+CLASS_WEIGHTS.register("inverse", lambda counts: 1 / counts)
+CLASS_WEIGHTS.register("sqrt-inverse", lambda counts: counts.rsqrt())
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of the base learning rate at optimizer step ``s`` (linear warm-up, then the schedule)."""
     total = cfg.epochs * steps_per_epoch
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
-
-    def factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        if cfg.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(total - warmup, 1)))
-        if cfg.schedule == "exponential":
-            return cfg.lr_decay ** (s // steps_per_epoch)
-        if cfg.schedule == "constant":
-            return 1.0
-        raise ValueError(f"unknown schedule {cfg.schedule!r}")
-
-    return factor
+    after_warmup = SCHEDULES.get(cfg.schedule)(cfg, warmup, total, steps_per_epoch)
+    return lambda s: (s + 1) / warmup if s < warmup else after_warmup(s)
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -82,28 +110,14 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on biases and BatchNorm
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
-
-
-def blend_majority(data: Prepared, soft_weight: float) -> Prepared:
-    """``data`` with soft labels ``soft_weight * votes + (1 - soft_weight) * one-hot(majority label)``."""
-    if soft_weight == 1:
-        return data
-    majority = F.one_hot(data.labels, len(data.class_names)).to(data.soft_labels.dtype)
-    return replace(data, soft_labels=soft_weight * data.soft_labels + (1 - soft_weight) * majority)
+    return OPTIMIZERS.get(cfg.optimizer)(groups, cfg)
 
 
 def class_weight_vector(cfg: TrainConfig, labels: torch.Tensor, k: int) -> torch.Tensor | None:
     if cfg.class_weights == "none":
         return None
     counts = torch.bincount(labels, minlength=k).float().clamp_min(1)
-    w = {"inverse": 1 / counts, "sqrt-inverse": counts.rsqrt()}[cfg.class_weights]
+    w = CLASS_WEIGHTS.get(cfg.class_weights)(counts)
     return w * k / w.sum()
 
 
@@ -116,35 +130,11 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torc
     return loss.mean()
 
 
-def init_from_checkpoint(model: torch.nn.Module, source: str, class_names: tuple[str, ...]) -> str:
-    """Copy a checkpoint's weights into ``model``; classifier rows are matched by canonical class name
-    (classes the checkpoint lacks keep their fresh initialisation). Returns a one-line description."""
-    from ..data.labels import canonical
-    from ..hub import resolve_model
-
-    path = resolve_model(source)
-    state, meta = load_checkpoint(path)
-    own = model.state_dict()
-    head = {k for k in state if k.startswith("head.")}
-    body = {k: v for k, v in state.items() if k not in head}
-    mismatched = [k for k, v in body.items() if k not in own or own[k].shape != v.shape] + sorted(set(own) - set(state))
-    if mismatched:
-        raise ValueError(f"{path}: weights do not fit this model's architecture (first mismatch: {mismatched[0]})")
-    model.load_state_dict({**own, **body})
-    theirs = [canonical(c) for c in meta["class_names"]]
-    matched = 0
-    with torch.no_grad():
-        for i, name in enumerate(class_names):
-            if canonical(name) in theirs:
-                j = theirs.index(canonical(name))
-                model.head.weight[i] = state["head.weight"][j]
-                model.head.bias[i] = state["head.bias"][j]
-                matched += 1
-    return f"weights from {path}; classifier rows for {matched}/{len(class_names)} classes matched by name"
-
-
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 101 + stream)
+
+
+# ---- run: guards, devices, process group ---------------------------------------------------------------
 
 
 def run(
@@ -186,6 +176,42 @@ def run(
 
 def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: DistInfo) -> dict:
     out = Path(cfg.out)
+    set_up_torch(cfg)
+    say = console.print if info.is_main else (lambda *a, **k: None)
+
+    dataset = open_dataset(cfg)
+    model = new_model(cfg, dataset.class_names, say)
+    pre = Preprocessing(model.config.input_size, model.config.in_channels)
+    train, val = load_data(cfg, dataset, pre, device, info.is_main)
+    skipped = len(train.skipped) + len(val.skipped)
+    say(
+        f"[bold]data[/] {dataset.name}: train {len(train):,} ({cfg.train_split}), val {len(val):,} ({cfg.val_split}), "
+        f"classes {', '.join(dataset.class_names)}; skipped {skipped} unreadable/filtered"
+    )
+
+    training = build_training(cfg, model, train, device, info)
+    if resume:
+        training.load_resume_state(torch.load(out / "state.pt", map_location=device, weights_only=True))
+        say(f"[bold]resuming[/] {out} after epoch {training.state.epoch}")
+    logger = RunLogger(out, cfg, enabled=info.is_main, history=training.state.history)
+    metadata = checkpoint_metadata(cfg, model, dataset, pre, train, val)
+
+    for epoch in range(training.state.epoch, cfg.epochs):
+        totals = train_one_epoch(cfg, training, train, epoch, device, info, logger, on_step)
+        if end_of_epoch(cfg, training, val, epoch, totals, metadata, logger, info, say):
+            break
+        if info.enabled:
+            torch.distributed.barrier()
+
+    state = training.state
+    summary = {"best_epoch": state.best_epoch, "best_val_accuracy": state.best_val_accuracy, "epochs_run": state.epoch}
+    if info.is_main:
+        summary.update(final_test(cfg, dataset, pre, out, device))
+        logger.finish(summary)
+    return summary
+
+
+def set_up_torch(cfg: TrainConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -193,9 +219,14 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(cfg.seed)
-    say = console.print if info.is_main else (lambda *a, **k: None)
 
-    # ---- data ------------------------------------------------------------------------------------------
+
+# ---- data ----------------------------------------------------------------------------------------------
+
+
+def open_dataset(cfg: TrainConfig) -> Dataset:
+    """The dataset ``cfg`` names, with a validation split held out of train if it has none and ``val_split``
+    asks for "val"; ``DataError`` if the validation split overlaps the test split."""
     dataset = load_dataset(cfg.data, cfg.data_kind, **cfg.data_options)
     if "val" not in dataset.roles and cfg.val_split == "val":
         dataset = dataset.with_validation_from_train(cfg.val_fraction, cfg.seed)
@@ -204,28 +235,193 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
         raise DataError(
             f"validation split {cfg.val_split!r} overlaps the test split {cfg.test_split!r}; choose another"
         )
-    class_names = dataset.class_names
+    return dataset
+
+
+def limit_split(split: Split, n: int | None, seed: int) -> Split:
+    """A seeded stratified subset of ``n`` images (all of them when ``n`` is None or large)."""
+    if n is None or n >= len(split):
+        return split
+    _, keep = stratified_indices(split.labels, n / len(split), seed)
+    return split.subset(keep)
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """What a target builder may need besides the config and the split."""
+
+    dataset: Dataset
+    pre: Preprocessing  # the student's input preprocessing
+    device: torch.device  # where a teacher runs
+    progress: bool = True
+
+
+def target_kind(cfg: TrainConfig) -> str:
+    """The ``TARGETS`` entry ``cfg`` asks for: "teacher" when distilling, else ``cfg.labels``."""
+    return "teacher" if cfg.teacher else cfg.labels
+
+
+def load_data(
+    cfg: TrainConfig, dataset: Dataset, pre: Preprocessing, device: torch.device, progress: bool = True
+) -> tuple[Prepared, Prepared]:
+    """The training split prepared with its targets (``soft_labels``, (N, K)) and the validation split."""
+    ctx = TargetContext(dataset, pre, device, progress)
+    train_split = limit_split(dataset.split(cfg.train_split), cfg.train_limit, cfg.seed)
+    train = TARGETS.get(target_kind(cfg))(cfg, train_split, ctx)
+    val = prepare_split(limit_split(dataset.split(cfg.val_split), cfg.val_limit, cfg.seed), pre, progress)
+    return train, val
+
+
+def one_hot(data: Prepared) -> torch.Tensor:
+    return F.one_hot(data.labels, len(data.class_names)).float()
+
+
+def blend_majority(data: Prepared, soft_weight: float) -> Prepared:
+    """``data`` with soft labels ``soft_weight * votes + (1 - soft_weight) * one-hot(majority label)``."""
+    if soft_weight == 1:
+        return data
+    majority = one_hot(data).to(data.soft_labels.dtype)
+    return replace(data, soft_labels=soft_weight * data.soft_labels + (1 - soft_weight) * majority)
+
+
+@TARGETS.register("hard")
+def hard_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepared:
+    """One-hot labels."""
+    data = prepare_split(split, ctx.pre, ctx.progress)
+    return replace(data, soft_labels=one_hot(data))
+
+
+@TARGETS.register("soft")
+def vote_distribution_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepared:
+    """The dataset's vote distributions (FER+), blended with the majority label by ``soft_weight``."""
+    data = prepare_split(split, ctx.pre, ctx.progress)
+    if data.soft_labels is None:
+        raise DataError(f"{cfg.data}: labels=soft needs vote distributions, which this dataset does not have")
+    return blend_majority(data, cfg.soft_weight)
+
+
+@TARGETS.register("votes")
+def ferplus_vote_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepared:
+    """FER-2013 labels blended with the FER+ votes (``cfg.votes``) for the same images, by ``vote_weight``."""
+    root = ctx.dataset.root
+    fer2013_npz = root if root.endswith(".npz") else resolve("fer2013")
+    split = with_vote_targets(split, fer2013_npz, resolve(cfg.votes), cfg.vote_weight)
+    return prepare_split(split, ctx.pre, ctx.progress)
+
+
+@TARGETS.register("teacher")
+def teacher_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepared:
+    """Knowledge distillation: ``soft_weight * softmax(teacher logits / distill_temperature) + (1 - soft_weight) *
+    one-hot(label)``. The teacher (``cfg.teacher``) sees the un-augmented training images, prepared with its own
+    preprocessing when that differs from the student's, once, before the first epoch."""
+    data = prepare_split(split, ctx.pre, ctx.progress)
+    teacher = load_model(cfg.teacher, ctx.device)
+    columns = match_classes(data.class_names, teacher.class_names)
+    missing = [c for c, j in zip(data.class_names, columns) if j is None]
+    if missing:
+        raise DataError(f"teacher {cfg.teacher}: predicts {teacher.class_names}, not the classes {missing}")
+    images = data.images
+    if not same_input(teacher.preprocessing, ctx.pre):
+        own = prepare_split(split, teacher.preprocessing, ctx.progress)
+        if own.sources != data.sources:
+            raise DataError(f"{cfg.data}: some training images are readable at one input size but not the other")
+        images = own.images
+    tta_flip = bool(teacher.metadata.get("tta_flip", False))
+    logits = predict_logits(teacher, images, cfg.eval_batch_size, tta_flip=tta_flip, precision=cfg.precision)
+    probabilities = torch.softmax(logits[:, columns] / cfg.distill_temperature, dim=1)
+    return blend_majority(replace(data, soft_labels=probabilities), cfg.soft_weight)
+
+
+def same_input(a: Preprocessing, b: Preprocessing) -> bool:
+    """Whether ``prepare_split`` makes the same tensors with ``a`` as with ``b``."""
+    return (a.input_size, a.channels, a.interpolation) == (b.input_size, b.channels, b.interpolation)
+
+
+# ---- model, optimizer, schedule, resume state ----------------------------------------------------------
+
+
+def new_model(cfg: TrainConfig, class_names: tuple[str, ...], say: Callable[..., None]) -> ExpressNetMoE:
     model = create_model(cfg.preset, num_classes=len(class_names), backbone_weights=cfg.backbone_weights, **cfg.model)
     if cfg.init_from:
         say(f"[bold]init[/] {init_from_checkpoint(model, cfg.init_from, class_names)}")
-    pre = Preprocessing(model.config.input_size, model.config.in_channels)
-    train_split = dataset.split(cfg.train_split)
-    if cfg.labels == "votes":
-        fer2013_npz = dataset.root if dataset.root.endswith(".npz") else resolve("fer2013")
-        train_split = with_vote_targets(train_split, fer2013_npz, resolve(cfg.votes), cfg.vote_weight)
-    train = prepare_split(limit_split(train_split, cfg.train_limit, cfg.seed), pre, info.is_main)
-    val = prepare_split(limit_split(dataset.split(cfg.val_split), cfg.val_limit, cfg.seed), pre, info.is_main)
-    if cfg.labels == "soft":
-        if train.soft_labels is None:
-            raise DataError(f"{cfg.data}: labels=soft needs vote distributions, which this dataset does not have")
-        train = blend_majority(train, cfg.soft_weight)
-    skipped = len(train.skipped) + len(val.skipped)
-    say(
-        f"[bold]data[/] {dataset.name}: train {len(train):,} ({cfg.train_split}), val {len(val):,} ({cfg.val_split}), "
-        f"classes {', '.join(class_names)}; skipped {skipped} unreadable/filtered"
-    )
+    return model
 
-    # ---- model, optimizer, schedule --------------------------------------------------------------------
+
+def init_from_checkpoint(model: torch.nn.Module, source: str, class_names: tuple[str, ...]) -> str:
+    """Copy a checkpoint's weights into ``model``; classifier rows are matched by canonical class name
+    (classes the checkpoint lacks keep their fresh initialisation). Returns a one-line description."""
+    path = resolve_model(source)
+    state, meta = load_checkpoint(path)
+    own = model.state_dict()
+    head = {k for k in state if k.startswith("head.")}
+    body = {k: v for k, v in state.items() if k not in head}
+    mismatched = [k for k, v in body.items() if k not in own or own[k].shape != v.shape] + sorted(set(own) - set(state))
+    if mismatched:
+        raise ValueError(f"{path}: weights do not fit this model's architecture (first mismatch: {mismatched[0]})")
+    model.load_state_dict({**own, **body})
+    rows = [(i, j) for i, j in enumerate(match_classes(class_names, meta["class_names"])) if j is not None]
+    with torch.no_grad():
+        for i, j in rows:
+            model.head.weight[i] = state["head.weight"][j]
+            model.head.bias[i] = state["head.bias"][j]
+    return f"weights from {path}; classifier rows for {len(rows)}/{len(class_names)} classes matched by name"
+
+
+@dataclass
+class TrainState:
+    """What --resume restores besides weights, optimizer and scheduler."""
+
+    epoch: int = 0  # epochs completed
+    best_val_accuracy: float = -1.0
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    epochs_without_improvement: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Training:
+    """Everything an optimizer step changes, and what ``state.pt`` saves for --resume."""
+
+    model: ExpressNetMoE
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    ema: EMA | None
+    class_weights: torch.Tensor | None
+    steps_per_epoch: int
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def eval_model(self) -> ExpressNetMoE:
+        """What is validated and saved: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def resume_state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "state": self.state.__dict__,
+        }
+
+    def load_resume_state(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
+        self.state = TrainState(**saved["state"])
+
+
+def build_training(
+    cfg: TrainConfig, model: ExpressNetMoE, train: Prepared, device: torch.device, info: DistInfo
+) -> Training:
+    """The model on ``device`` (wrapped for data parallelism), optimizer, LR schedule, scaler, EMA, class weights."""
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -243,158 +439,192 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
     if steps_per_epoch == 0:
         raise DataError(f"{cfg.data}: {len(train)} training images are fewer than one batch of {cfg.batch_size}")
     optimizer = make_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    weights = class_weight_vector(cfg, train.labels, len(class_names))
-    state = TrainState()
-    if resume:
-        saved = torch.load(out / "state.pt", map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        state = TrainState(**saved["state"])
-        say(f"[bold]resuming[/] {out} after epoch {state.epoch}")
-    eval_model = ema.module if ema is not None else model
-    logger = RunLogger(out, cfg, enabled=info.is_main, history=state.history)
-    metadata = {
+    return Training(
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch)),
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
+        ema=EMA(model, cfg.ema_decay) if cfg.ema_decay else None,
+        class_weights=class_weight_vector(cfg, train.labels, len(train.class_names)),
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def checkpoint_metadata(
+    cfg: TrainConfig, model: ExpressNetMoE, dataset: Dataset, pre: Preprocessing, train: Prepared, val: Prepared
+) -> dict:
+    """What every checkpoint of the run carries (the epoch and its metrics are added per checkpoint)."""
+    train_config = cfg.to_dict()
+    if cfg.teacher:
+        train_config["teacher_sha256"] = hashlib.sha256(resolve_model(cfg.teacher).read_bytes()).hexdigest()
+    return {
         "package_version": __version__,
         "preset": cfg.preset,
         "model_config": model.config.to_dict(),
-        "class_names": list(class_names),
+        "class_names": list(dataset.class_names),
         "preprocessing": pre.to_dict(),
         "tta_flip": cfg.tta_flip,
-        "train_config": cfg.to_dict(),
+        "train_config": train_config,
         "data": {"name": dataset.name, "source": str(cfg.data), "train": train.fingerprint, "val": val.fingerprint},
     }
 
-    # ---- epochs ----------------------------------------------------------------------------------------
+
+# ---- one epoch -----------------------------------------------------------------------------------------
+
+
+def train_one_epoch(
+    cfg: TrainConfig,
+    t: Training,
+    train: Prepared,
+    epoch: int,
+    device: torch.device,
+    info: DistInfo,
+    logger: RunLogger,
+    on_step: Callable[[int, int], None] | None,
+) -> dict:
+    """One pass over ``t.steps_per_epoch`` global batches; returns the epoch's training loss, accuracy, speed.
+
+    Every rank draws the same order and augmentation for the whole global batch and trains on its share."""
+    t.net.train()
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + 7 + 9973 * info.rank)  # dropout, noisy gating
+    order = torch.randperm(len(train), generator=epoch_generator(cfg.seed, epoch, 0))
+    aug_gen = epoch_generator(cfg.seed, epoch, 1)
+    k = len(train.class_names)
     share = cfg.batch_size // info.world_size
     mine = slice(info.rank * share, (info.rank + 1) * share)
-    for epoch in range(state.epoch, cfg.epochs):
-        net.train()
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + 7 + 9973 * info.rank)  # dropout, noisy gating
-        order = torch.randperm(len(train), generator=epoch_generator(cfg.seed, epoch, 0))
-        aug_gen = epoch_generator(cfg.seed, epoch, 1)
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
-        start = time.perf_counter()
-        with logger.progress(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch) as advance:
-            for step in range(steps_per_epoch):
-                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x = to_float(train.images[idx])  # the whole global batch: every rank draws the same augmentation
-                hard = train.labels[idx]
-                target = train.soft_labels[idx] if cfg.labels != "hard" else F.one_hot(hard, len(class_names)).float()
-                x = augment(x, cfg.augment, aug_gen)
-                x, target = mix(x, target, cfg.mixup, cfg.cutmix, aug_gen)
-                target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / len(class_names)
-                x, target, hard = x[mine].to(device), target[mine].to(device), hard[mine].to(device)
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, cfg.precision):
-                    logits = net(x)
-                    loss = soft_cross_entropy(logits, target, weights) + model.aux_loss().to(device)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
-                with torch.no_grad():
-                    totals += torch.tensor(
-                        [loss.item() * len(x), (logits.argmax(1) == hard).sum().item(), len(x)], dtype=torch.float64
-                    )
-                advance(
-                    loss=loss.item(),
-                    acc=float(totals[1] / totals[2]),
-                    ips=totals[2].item() * info.world_size / (time.perf_counter() - start),
+    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+    start = time.perf_counter()
+    with logger.progress(f"epoch {epoch + 1}/{cfg.epochs}", t.steps_per_epoch) as advance:
+        for step in range(t.steps_per_epoch):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x, target, hard = to_float(train.images[idx]), train.soft_labels[idx], train.labels[idx]
+            x = augment(x, cfg.augment, aug_gen)
+            x, target = mix(x, target, cfg.mixup, cfg.cutmix, aug_gen)
+            target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
+            x, target, hard = x[mine].to(device), target[mine].to(device), hard[mine].to(device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, cfg.precision):
+                logits = t.net(x)
+                loss = soft_cross_entropy(logits, target, t.class_weights) + t.model.aux_loss().to(device)
+            t.optimizer.zero_grad(set_to_none=True)
+            t.scaler.scale(loss).backward()
+            t.scaler.step(t.optimizer)
+            t.scaler.update()
+            t.scheduler.step()
+            if t.ema is not None:
+                t.ema.update(t.model)
+            with torch.no_grad():
+                totals += torch.tensor(
+                    [loss.item() * len(x), (logits.argmax(1) == hard).sum().item(), len(x)], dtype=torch.float64
                 )
-                if on_step is not None:
-                    on_step(epoch, step)
-        if info.enabled:
-            torch.distributed.all_reduce(totals)
-        seconds = time.perf_counter() - start
+            advance(
+                loss=loss.item(),
+                acc=float(totals[1] / totals[2]),
+                ips=totals[2].item() * info.world_size / (time.perf_counter() - start),
+            )
+            if on_step is not None:
+                on_step(epoch, step)
+    if info.enabled:
+        torch.distributed.all_reduce(totals)
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": float(totals[0] / totals[2]),
+        "train_accuracy": float(totals[1] / totals[2]),
+        "images_per_s": float(totals[2]) / seconds,
+        "epoch_seconds": seconds,
+    }
 
-        val_metrics = evaluate_prepared(eval_model, val, cfg.tta_flip, cfg.eval_batch_size, cfg.precision)
-        row = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": float(totals[0] / totals[2]),
-            "train_accuracy": float(totals[1] / totals[2]),
-            "val_loss": val_metrics["nll"],
-            "val_accuracy": val_metrics["accuracy"],
-            "val_macro_f1": val_metrics["macro_f1"],
-            "images_per_s": float(totals[2]) / seconds,
-            "epoch_seconds": seconds,
-        }
-        for block, r in val_metrics["routing"].items():
-            row[f"moe_{block}_utilization_entropy"] = r["utilization_entropy"]
-            row[f"moe_{block}_gate_entropy"] = r["mean_gate_entropy"]
-            for e, share_e in enumerate(r["load_topk"]):
-                row[f"moe_{block}_load_{e}"] = share_e
-        state.history.append(row)
-        improved = row["val_accuracy"] > state.best_val_accuracy
-        if improved:
-            state.best_val_accuracy, state.best_epoch = row["val_accuracy"], epoch + 1
-        if row["val_loss"] < state.best_val_loss:
-            state.best_val_loss, state.epochs_without_improvement = row["val_loss"], 0
-        else:
-            state.epochs_without_improvement += 1
-        state.epoch = epoch + 1
-        if info.is_main:
-            meta = {**metadata, "epoch": epoch + 1, "metrics": {"val": _brief(val_metrics)}}
-            if improved:
-                save_checkpoint(out / "best.safetensors", eval_model.state_dict(), meta)
-            save_checkpoint(out / "last.safetensors", eval_model.state_dict(), meta)
-            resume_state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else {},
-                "state": state.__dict__,
-            }
-            atomic_write(out / "state.pt", lambda tmp, payload=resume_state: torch.save(payload, tmp))
-            logger.epoch(row, val_metrics["routing"])
-        say(
-            f"epoch {epoch + 1:>3}  loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.4f}  "
-            f"val loss {row['val_loss']:.4f}  val acc {row['val_accuracy']:.4f}  "
-            f"val macro-F1 {row['val_macro_f1']:.4f}  {row['images_per_s']:.0f} img/s{'  *best*' if improved else ''}"
-        )
-        if cfg.early_stopping_patience is not None and state.epochs_without_improvement >= cfg.early_stopping_patience:
-            say(f"early stopping: validation loss has not improved for {cfg.early_stopping_patience} epochs")
-            break
-        if info.enabled:
-            torch.distributed.barrier()
 
-    # ---- the test split, once, with the best checkpoint ------------------------------------------------
-    summary = {"best_epoch": state.best_epoch, "best_val_accuracy": state.best_val_accuracy, "epochs_run": state.epoch}
+def end_of_epoch(
+    cfg: TrainConfig,
+    t: Training,
+    val: Prepared,
+    epoch: int,
+    train_metrics: dict,
+    metadata: dict,
+    logger: RunLogger,
+    info: DistInfo,
+    say: Callable[..., None],
+) -> bool:
+    """Validate, record the history row, write best/last checkpoints and state.pt (main process); returns
+    whether to stop early."""
+    val_metrics = evaluate_prepared(t.eval_model, val, cfg.tta_flip, cfg.eval_batch_size, cfg.precision)
+    row = {
+        "epoch": epoch + 1,
+        "lr": t.optimizer.param_groups[0]["lr"],
+        "train_loss": train_metrics["train_loss"],
+        "train_accuracy": train_metrics["train_accuracy"],
+        "val_loss": val_metrics["nll"],
+        "val_accuracy": val_metrics["accuracy"],
+        "val_macro_f1": val_metrics["macro_f1"],
+        "images_per_s": train_metrics["images_per_s"],
+        "epoch_seconds": train_metrics["epoch_seconds"],
+    }
+    for block, r in val_metrics["routing"].items():
+        row[f"moe_{block}_utilization_entropy"] = r["utilization_entropy"]
+        row[f"moe_{block}_gate_entropy"] = r["mean_gate_entropy"]
+        for e, load in enumerate(r["load_topk"]):
+            row[f"moe_{block}_load_{e}"] = load
+    state = t.state
+    state.history.append(row)
+    improved = row["val_accuracy"] > state.best_val_accuracy
+    if improved:
+        state.best_val_accuracy, state.best_epoch = row["val_accuracy"], epoch + 1
+    if row["val_loss"] < state.best_val_loss:
+        state.best_val_loss, state.epochs_without_improvement = row["val_loss"], 0
+    else:
+        state.epochs_without_improvement += 1
+    state.epoch = epoch + 1
     if info.is_main:
-        summary.update(_final_test(cfg, dataset, pre, out, metadata))
-        logger.finish(summary)
-    return summary
+        out = Path(cfg.out)
+        meta = {**metadata, "epoch": epoch + 1, "metrics": {"val": _brief(val_metrics)}}
+        if improved:
+            save_checkpoint(out / "best.safetensors", t.eval_model.state_dict(), meta)
+        save_checkpoint(out / "last.safetensors", t.eval_model.state_dict(), meta)
+        atomic_write(out / "state.pt", lambda tmp, payload=t.resume_state(): torch.save(payload, tmp))
+        logger.epoch(row, val_metrics["routing"])
+    say(
+        f"epoch {epoch + 1:>3}  loss {row['train_loss']:.4f}  train acc {row['train_accuracy']:.4f}  "
+        f"val loss {row['val_loss']:.4f}  val acc {row['val_accuracy']:.4f}  "
+        f"val macro-F1 {row['val_macro_f1']:.4f}  {row['images_per_s']:.0f} img/s{'  *best*' if improved else ''}"
+    )
+    patience = cfg.early_stopping_patience
+    if patience is not None and state.epochs_without_improvement >= patience:
+        say(f"early stopping: validation loss has not improved for {patience} epochs")
+        return True
+    return False
+
+
+# ---- the test split, once, with the best checkpoint ----------------------------------------------------
 
 
 def _brief(metrics: dict) -> dict:
     return {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece", "nll")}
 
 
-def _final_test(cfg: TrainConfig, dataset, pre: Preprocessing, out: Path, metadata: dict) -> dict:
-    from ..evaluate.report import write_report
-
+def final_test(cfg: TrainConfig, dataset: Dataset, pre: Preprocessing, out: Path, device: torch.device) -> dict:
+    """Evaluate ``best.safetensors`` on the test split (on the training device, in the training precision),
+    write the report to ``<out>/test`` and the test metrics into the checkpoint's metadata."""
     best = out / "best.safetensors"
-    model = build_model(best)
+    model = build_model(best, device)
     try:
         test_split = dataset.split(cfg.test_split)
     except DataError as exc:
         console.print(f"[yellow]no test evaluation: {exc}")
         return {}
     test = prepare_split(limit_split(test_split, cfg.test_limit, cfg.seed), pre)
-    title = f"{dataset.name} {cfg.test_split}"
-    report = write_report(model, test, out / "test", tta_flip=cfg.tta_flip, title=title, ablation=cfg.test_ablation)
+    report = write_report(
+        model,
+        test,
+        out / "test",
+        tta_flip=cfg.tta_flip,
+        title=f"{dataset.name} {cfg.test_split}",
+        ablation=cfg.test_ablation,
+        batch_size=cfg.eval_batch_size,
+        precision=cfg.precision,
+    )
     # record the test metrics in the best checkpoint's metadata (weights unchanged)
     state, meta = load_checkpoint(best)
     meta["metrics"]["test"] = {**_brief(report), "split": cfg.test_split}
