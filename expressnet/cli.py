@@ -331,6 +331,36 @@ def pack(
     console.print(f"wrote {target} ({Path(target).stat().st_size / 1e6:.1f} MB)")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind (default: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    model: Annotated[str, typer.Option(help="Shipped model name (fer2013, ferplus, default) or a file.")] = "default",
+    backend: Annotated[str, typer.Option(help="Classifier backend: auto (fastest available), torch or onnx.")] = "auto",
+    detector: Annotated[str, typer.Option(help="blazeface, haar, or none (uploads are face crops).")] = "blazeface",
+    workers: Annotated[int, typer.Option(help="Inference threads.")] = 2,
+    queue: Annotated[int, typer.Option(help="Jobs that may wait for a thread; beyond that 503 + Retry-After.")] = 8,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body (413 beyond).")] = 10.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest image or video frame in pixels (413 beyond).")] = 40_000_000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="EXPRESSNET_API_KEY", help="Require this key (X-API-Key or Bearer).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """HTTP API (/v1/faces, /v1/videos, WS /v1/stream; OpenAPI at /docs), metrics and a browser page at /."""
+    from .serve import Settings, run
+
+    try:
+        settings = Settings(
+            host=host, port=port, model=model, backend=backend, detector=detector, workers=workers, queue=queue,
+            max_upload_mb=max_upload_mb, max_pixels=max_pixels, api_key=api_key or None, log_level=log_level,
+        )  # fmt: skip
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"ExpressNet on http://{host}:{port}/ (API docs at /docs)", highlight=False)
+    run(settings)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,101 @@
+"""The FastAPI app: ``create_app(settings)`` (routers, limits, auth, metrics, the page) and ``run(settings)``
+(uvicorn). The model loads in the app's lifespan, before the first request is served."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from .engine import Engine
+from .errors import ApiError, error_body
+from .metrics import Metrics
+from .middleware import RequestContext, RequestIdFilter
+from .routers import faces, page, stream, system, videos
+from .settings import Settings
+
+log = logging.getLogger("expressnet.serve")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def request_id(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message, request_id(request)), exc.status, exc.headers)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse(error_body(exc.detail, request_id(request)), exc.status_code, getattr(exc, "headers", None))
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    messages = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return JSONResponse(error_body("; ".join(messages), request_id(request)), 422)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service for ``settings`` (default: the shipped model on 127.0.0.1:8000)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    engine = Engine(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(engine.load)
+        log.info("model %s loaded in %.2f s; %d inference threads", settings.model, engine.loaded_s, settings.workers)
+        try:
+            yield
+        finally:
+            engine.close()
+
+    app = FastAPI(
+        title="ExpressNet",
+        version=__version__,
+        description="Faces and facial expressions in images, videos and live streams.",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+    app.state.settings, app.state.engine = settings, engine
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(RequestContext, metrics=metrics)
+    for module in (faces, videos, stream, system, page):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
+    return app
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def run(settings: Settings) -> None:
+    """Serve ``settings`` with uvicorn until interrupted (one process; ``workers`` inference threads)."""
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,  # the middleware logs each request with its id
+        ws_max_size=settings.max_upload_bytes,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+    )

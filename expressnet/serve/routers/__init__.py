@@ -1,0 +1,1 @@
+"""The service's routers: faces (images), videos, stream (WebSocket), system (models, health, metrics), page."""

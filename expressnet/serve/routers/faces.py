@@ -1,0 +1,111 @@
+"""``POST /v1/faces``: faces and expressions in one uploaded image."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from ..deps import DetectParams, get_engine, require_api_key, validated
+from ..engine import DetectOptions, Engine
+from ..limits import IMAGE_FORMATS, decode_upload, receive_upload
+
+router = APIRouter(prefix="/v1", tags=["faces"], dependencies=[Depends(require_api_key)])
+
+
+class FaceOut(BaseModel):
+    box: list[int]
+    score: float
+    emotion: str
+    probabilities: dict[str, float]
+    landmarks: list[list[float]] | None = None
+    track_id: int | None = None
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class FacesOut(BaseModel):
+    faces: list[FaceOut]
+    image: ImageSize
+    model: dict[str, Any]
+    timing_ms: dict[str, float]
+
+
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": f"An image ({', '.join(IMAGE_FORMATS)}): a multipart `image` field (optionally with "
+        "`tiles`, `min_score`, `align` fields) or the raw file with an image/* Content-Type.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "tiles": {"type": "integer", "minimum": 1, "maximum": 4},
+                        "min_score": {"type": "number", "minimum": 0, "maximum": 1},
+                        "align": {"type": "boolean"},
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+ERRORS = {
+    400: {"description": "Malformed multipart body"},
+    401: {"description": "Missing or wrong API key"},
+    408: {"description": "The body arrived too slowly"},
+    413: {"description": "Body over --max-upload-mb, or image over --max-pixels"},
+    415: {"description": "Not an image, or an unsupported format / content type"},
+    422: {"description": "Bad parameters, empty or undecodable image"},
+    503: {"description": "Saturated: retry after Retry-After seconds"},
+}
+
+
+def elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+def recognise_image(engine: Engine, data: bytes, options: DetectOptions, submitted: float) -> dict[str, Any]:
+    """Decode and recognise on an inference thread; times each step."""
+    timing = {"queue": elapsed_ms(submitted)}
+    start = time.perf_counter()
+    rgb = decode_upload(data, engine.settings.max_pixels, "image")
+    timing["decode"] = elapsed_ms(start)
+    start = time.perf_counter()
+    with engine.variant(options) as recognizer:
+        faces = recognizer.predict_rgb([rgb])[0]
+    timing["inference"] = elapsed_ms(start)
+    engine.metrics.inference.observe(timing["inference"] / 1000)
+    height, width = rgb.shape[:2]
+    return {"faces": [f.to_dict() for f in faces], "image": {"width": width, "height": height}, "timing_ms": timing}
+
+
+@router.post("/faces", openapi_extra=IMAGE_BODY, responses={200: {"model": FacesOut}, **ERRORS})
+async def faces(request: Request, params: Annotated[DetectParams, Query()]) -> JSONResponse:
+    """Faces (box, detector score, emotion, class probabilities, landmarks) in one image, best first."""
+    engine = get_engine(request)
+    start = time.perf_counter()
+    with engine.admit():
+        buffer = io.BytesIO()
+        settings = engine.settings
+        upload = await receive_upload(
+            request, buffer, "image", ("image/",), settings.max_upload_bytes, settings.body_timeout_s
+        )
+        options = validated(DetectParams, params, upload.fields).options()
+        engine.validate(options)
+        read_ms = elapsed_ms(start)
+        result = await engine.run(recognise_image, engine, buffer.getvalue(), options, time.perf_counter())
+    engine.metrics.faces.labels("faces").inc(len(result["faces"]))
+    result["model"] = engine.model_summary()
+    result["timing_ms"] = {"read": read_ms, **result["timing_ms"], "total": elapsed_ms(start)}
+    return JSONResponse(result)

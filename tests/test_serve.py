@@ -1,0 +1,447 @@
+"""``expressnet serve``: every endpoint and every refusal (413, 415, 422, 400, 401, 503, 500) with the real
+shipped model, real photos and videos from ../shared/data/photos (skipped with the reason when absent) and
+generated images."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tempfile
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import real_data
+from fastapi.testclient import TestClient
+from PIL import Image
+from starlette.testclient import WebSocketDenialResponse
+from typer.testing import CliRunner
+
+import expressnet.serve
+from expressnet.cli import app as cli_app
+from expressnet.serve import Settings, create_app
+from expressnet.serve.engine import Engine
+
+GROUP = "photos/group/bbt1_faceapi.jpg"  # 4 frontal faces, 1366x768
+VIDEO = "photos/video/single_face_pyfeat.mp4"  # 72 frames, one face
+
+
+def client_for(settings: Settings, **kwargs) -> TestClient:
+    return TestClient(create_app(settings), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with client_for(Settings()) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def small_limits():
+    """Tight limits: 64 KiB bodies, 1 Mpx images."""
+    with client_for(Settings(max_upload_mb=1 / 16, max_pixels=1_000_000)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def group_jpeg() -> bytes:
+    return real_data(GROUP).read_bytes()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, "PNG")
+    return out.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression bomb as far as the header goes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def jpeg(data: bytes) -> dict:
+    return {"content": data, "headers": {"content-type": "image/jpeg"}}
+
+
+def assert_error(response, status: int, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"detail", "request_id"}
+    assert body["request_id"] == response.headers["x-request-id"]
+    for word in words:
+        assert word in str(body["detail"]), body
+    assert "Traceback" not in response.text
+    return body
+
+
+# faces
+
+
+def test_faces_multipart_real_group_photo(client, group_jpeg):
+    r = client.post("/v1/faces", files={"image": ("group.jpg", group_jpeg, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"] == {"width": 1366, "height": 768}
+    assert len(body["faces"]) == 4
+    classes = body["model"]["classes"]
+    for face in body["faces"]:
+        assert set(face) >= {"box", "score", "emotion", "probabilities", "landmarks"}
+        x, y, w, h = face["box"]
+        assert 0 <= x < 1366 and 0 <= y < 768 and w > 20 and h > 20
+        assert face["emotion"] in classes and list(face["probabilities"]) == classes
+        assert sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-6)
+    assert body["model"]["backend"] in ("torch", "onnx")
+    assert set(body["timing_ms"]) == {"read", "queue", "decode", "inference", "total"}
+    assert len(r.headers["x-request-id"]) == 32
+
+
+def test_faces_raw_body_and_options(client, group_jpeg):
+    plain = client.post("/v1/faces", **jpeg(group_jpeg)).json()["faces"]
+    strict = client.post("/v1/faces?min_score=0.9", **jpeg(group_jpeg)).json()["faces"]
+    assert 0 < len(strict) < len(plain)
+    tiled = client.post("/v1/faces?tiles=2&align=true", **jpeg(group_jpeg))
+    assert tiled.status_code == 200 and len(tiled.json()["faces"]) >= 4
+    # form fields work like query parameters (and win over them)
+    form = client.post(
+        "/v1/faces?min_score=0.1", files={"image": ("g.jpg", group_jpeg, "image/jpeg")}, data={"min_score": "0.9"}
+    )
+    assert [f["box"] for f in form.json()["faces"]] == [f["box"] for f in strict]
+
+
+def test_faces_generated_image_without_faces(client):
+    rng = np.random.default_rng(0)
+    r = client.post("/v1/faces", content=png_bytes(rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)),
+                    headers={"content-type": "image/png"})  # fmt: skip
+    assert r.status_code == 200
+    assert r.json()["faces"] == [] and r.json()["image"] == {"width": 200, "height": 120}
+
+
+def test_faces_gray_and_rgba_real_photos(client):
+    for name in ("photos/hard/grayscale_BWPictureHuman_pyfeat.jpg", "photos/hard/tilted_wryneck_insightface.png"):
+        data = real_data(name).read_bytes()
+        r = client.post("/v1/faces", files={"image": (Path(name).name, data, "application/octet-stream")})
+        assert r.status_code == 200, (name, r.text)
+
+
+# refusals
+
+
+def test_body_over_limit_by_content_length(small_limits, group_jpeg):
+    assert_error(small_limits.post("/v1/faces", **jpeg(group_jpeg)), 413, "over the limit")
+
+
+def test_body_over_limit_while_streaming(small_limits, group_jpeg):
+    sent = []
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for i in range(0, len(group_jpeg), 8192):
+            sent.append(i)
+            yield group_jpeg[i : i + 8192]
+
+    r = small_limits.post("/v1/faces", content=chunks(), headers={"content-type": "image/jpeg"})
+    assert_error(r, 413, "over the limit")
+
+
+def test_pixels_over_limit(small_limits, client):
+    assert_error(small_limits.post("/v1/faces", **jpeg(real_data(GROUP).read_bytes()[:60_000])), 413, "pixels")
+    bomb = png_header_only(60_000, 60_000)  # 3.6 G pixels in 100 bytes
+    assert_error(client.post("/v1/faces", content=bomb, headers={"content-type": "image/png"}), 413, "pixels")
+    r = client.post("/v1/faces", files={"image": ("bomb.png", bomb, "image/png")})
+    assert_error(r, 413, "pixels", "limit")
+    bomb = png_header_only(8000, 8000)  # 64 M pixels: over the service's 40 M limit, under Pillow's own
+    assert_error(client.post("/v1/faces", content=bomb, headers={"content-type": "image/png"}), 413, "8000x8000")
+
+
+def test_not_an_image(client, group_jpeg):
+    assert_error(client.post("/v1/faces", **jpeg(b"hello world" * 10)), 415, "not an image")
+    assert_error(client.post("/v1/faces", **jpeg(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")), 415, "JPEG, PNG")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
+    assert_error(client.post("/v1/faces", **jpeg(eps)), 415, "not an image")
+    r = client.post("/v1/faces", content=group_jpeg, headers={"content-type": "text/plain"})
+    assert_error(r, 415, "Content-Type", "multipart/form-data")
+    assert_error(client.post("/v1/faces", content=group_jpeg), 415, "Content-Type")
+
+
+def test_undecodable_or_empty_image(client, group_jpeg):
+    assert_error(client.post("/v1/faces", **jpeg(group_jpeg[:5000])), 422, "unreadable image")
+    assert_error(client.post("/v1/faces", **jpeg(b"")), 422, "empty")
+    r = client.post("/v1/faces", files={"picture": ("g.jpg", group_jpeg, "image/jpeg")})
+    assert_error(r, 422, "'image' is missing")
+
+
+def test_malformed_multipart(client, group_jpeg):
+    boundary = "xyz123"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+    body = (head + "Content-Type: image/jpeg\r\n\r\n").encode() + group_jpeg[:3000]  # no closing boundary
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    assert_error(client.post("/v1/faces", content=body, headers=headers), 400, "truncated")
+    r = client.post("/v1/faces", content=b"garbage", headers={"content-type": "multipart/form-data"})
+    assert_error(r, 400, "boundary")
+
+
+@pytest.mark.parametrize("query", ["tiles=0", "tiles=9", "min_score=2", "min_score=abc", "align=maybe"])
+def test_bad_parameters(client, group_jpeg, query):
+    assert_error(client.post(f"/v1/faces?{query}", **jpeg(group_jpeg)), 422, query.split("=")[0])
+
+
+def test_bad_form_parameter(client, group_jpeg):
+    r = client.post("/v1/faces", files={"image": ("g.jpg", group_jpeg, "image/jpeg")}, data={"tiles": "many"})
+    assert_error(r, 422, "tiles")
+
+
+def test_saturated_is_503_with_retry_after(client, group_jpeg):
+    engine: Engine = client.app.state.engine
+    slots = [engine.admit() for _ in range(engine.settings.capacity)]
+    try:
+        r = client.post("/v1/faces", **jpeg(group_jpeg))
+        assert_error(r, 503, "busy")
+        assert r.headers["retry-after"] == "1"
+        with client.websocket_connect("/v1/stream") as ws:
+            ws.send_bytes(group_jpeg)
+            message = ws.receive_json()
+        assert message["type"] == "error" and message["status"] == 503 and message["retry_after"] == 1
+    finally:
+        for slot in slots:
+            slot.release()
+    assert client.post("/v1/faces", **jpeg(group_jpeg)).status_code == 200
+    assert engine.in_flight == 0
+
+
+def test_api_key(group_jpeg):
+    with client_for(Settings(api_key="s3cret")) as c:
+        assert_error(c.post("/v1/faces", **jpeg(group_jpeg)), 401, "API key")
+        wrong = c.post("/v1/faces", content=group_jpeg, headers={"content-type": "image/jpeg", "x-api-key": "nope"})
+        assert wrong.status_code == 401
+        assert c.get("/v1/models").status_code == 401 and c.get("/metrics").status_code == 401
+        ok = c.post("/v1/faces", content=group_jpeg, headers={"content-type": "image/jpeg", "x-api-key": "s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/v1/models", headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+        assert c.get("/").status_code == 200
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            c.websocket_connect("/v1/stream").__enter__()
+        assert denied.value.status_code == 401
+        with c.websocket_connect("/v1/stream?api_key=s3cret") as ws:
+            ws.send_bytes(group_jpeg)
+            assert ws.receive_json()["type"] == "frame"
+
+
+class FailingRecognizer:
+    """Raises inside inference, as a bug would."""
+
+    class_names = ("happy", "sad")
+    detector = "fake"
+
+    def predict_rgb(self, images):
+        raise RuntimeError("secret internal detail")
+
+
+def test_unexpected_error_is_500_json_without_traceback():
+    settings = Settings(recognizer_factory=lambda s: FailingRecognizer())
+    with client_for(settings, raise_server_exceptions=False) as c:
+        image = png_bytes(np.zeros((32, 32, 3), np.uint8))
+        r = c.post("/v1/faces", content=image, headers={"content-type": "image/png"})
+        body = assert_error(r, 500, "internal server error")
+        assert "secret" not in r.text and body["request_id"]
+        assert c.app.state.engine.in_flight == 0
+
+
+# request ids, routing, page
+
+
+def test_request_id_is_kept_or_generated(client):
+    assert client.get("/healthz", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    replaced = client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"}).headers["x-request-id"]
+    assert replaced != "bad id\twith spaces" and len(replaced) == 32
+
+
+def test_unknown_route_and_method(client):
+    assert_error(client.get("/v1/nothing"), 404, "Not Found")
+    assert_error(client.get("/v1/faces"), 405, "Method Not Allowed")
+
+
+def test_huge_headers_431(client):
+    assert_error(client.get("/healthz", headers={"x-big": "a" * 20_000}), 431, "headers")
+
+
+def test_health_ready_models(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["ready"] is True and ready["capacity"] == 10
+    models = client.get("/v1/models").json()
+    assert models["loaded"]["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert models["loaded"]["preprocessing"]["input_size"] == 48
+    assert {"fer2013", "ferplus"} <= {m["name"] for m in models["shipped"]}
+
+
+def test_metrics(client, group_jpeg):
+    client.post("/v1/faces", **jpeg(group_jpeg))
+    client.post("/v1/faces", **jpeg(b"junk"))
+    text = client.get("/metrics").text
+    assert 'expressnet_http_requests_total{method="POST",route="/v1/faces",status="200"}' in text
+    assert 'expressnet_http_requests_total{method="POST",route="/v1/faces",status="415"}' in text
+    assert 'expressnet_http_request_duration_seconds_bucket{le="0.5",method="POST",route="/v1/faces"}' in text
+    assert "expressnet_http_requests_in_flight 1.0" in text  # this request
+    faces = [line for line in text.splitlines() if line.startswith('expressnet_faces_total{endpoint="faces"}')]
+    assert faces and float(faces[0].split()[-1]) >= 4
+
+
+def test_page_and_assets_are_local(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/app.css"):
+        assert asset in page.text
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.text) > 500
+        assert "http://" not in r.text and "https://" not in r.text, f"{asset} reaches the network"
+    assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_openapi_lists_the_api(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/faces", "/v1/videos", "/v1/models", "/healthz", "/readyz", "/metrics"} <= set(paths)
+    assert "multipart/form-data" in paths["/v1/faces"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 200
+
+
+# videos
+
+
+@pytest.fixture
+def upload_dir(tmp_path, monkeypatch) -> Path:
+    """The temporary folder video uploads go to, to check they are removed."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_video_ndjson(client, upload_dir):
+    data = real_data(VIDEO).read_bytes()
+    r = client.post("/v1/videos?every=6&smooth=0.5", content=data, headers={"content-type": "video/mp4"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/x-ndjson")
+    assert r.headers["x-expected-frames"] == "12" and r.headers["x-video-size"] == "640x360"
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert [line["frame"] for line in lines] == list(range(0, 72, 6))
+    assert all(len(line["faces"]) == 1 and line["faces"][0]["track_id"] == 0 for line in lines)
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_video_csv_multipart(client, upload_dir):
+    data = real_data(VIDEO).read_bytes()
+    r = client.post("/v1/videos?max_frames=3", files={"video": ("clip.mp4", data, "video/mp4")},
+                    headers={"accept": "text/csv"})  # fmt: skip
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = r.text.splitlines()
+    assert rows[0].startswith("source,frame,time_s,face,track_id,x,y,w,h,score,emotion,p_angry")
+    assert len(rows) == 4 and rows[1].startswith("clip.mp4,0,0.0,0,0,")
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_video_refusals_remove_the_upload(client, small_limits, upload_dir):
+    headers = {"content-type": "video/mp4"}
+    assert_error(client.post("/v1/videos", content=b"\0" * 5000, headers=headers), 415, "not a video")
+    assert_error(client.post("/v1/videos", content=b"x", headers={"content-type": "text/html"}), 415, "Content-Type")
+    assert_error(client.post("/v1/videos?every=0", content=b"x", headers=headers), 422, "every")
+    assert_error(client.post("/v1/videos", content=b"", headers=headers), 422, "empty")
+    data = real_data(VIDEO).read_bytes()
+    assert_error(small_limits.post("/v1/videos", content=data, headers=headers), 413, "over the limit")
+    with client_for(Settings(max_pixels=100_000)) as c:
+        assert_error(c.post("/v1/videos", content=data, headers=headers), 413, "640x360")
+    assert list(upload_dir.iterdir()) == []
+    assert client.app.state.engine.in_flight == 0
+
+
+# stream
+
+
+def test_stream_tracks_and_smoothing(client, group_jpeg):
+    with client.websocket_connect("/v1/stream?smooth=0.5") as ws:
+        results = []
+        for _ in range(3):
+            ws.send_bytes(group_jpeg)
+            results.append(ws.receive_json())
+        assert [r["frame"] for r in results] == [0, 1, 2]
+        assert all(r["type"] == "frame" and len(r["faces"]) == 4 for r in results)
+        ids = [sorted(f["track_id"] for f in r["faces"]) for r in results]
+        assert ids[0] == ids[1] == ids[2] == [0, 1, 2, 3]
+        ws.send_text(json.dumps({"smooth": None}))
+        assert ws.receive_json() == {"type": "config", "smooth": None}
+        ws.send_bytes(group_jpeg)
+        again = ws.receive_json()
+        assert sorted(f["track_id"] for f in again["faces"]) == [0, 1, 2, 3]  # the same tracker
+
+
+def test_stream_bad_frames_keep_the_connection(client, small_limits, group_jpeg):
+    with client.websocket_connect("/v1/stream") as ws:
+        for payload, status in ((b"not a jpeg", 415), (group_jpeg[:4000], 422), (b"", 422)):
+            ws.send_bytes(payload)
+            message = ws.receive_json()
+            assert message["type"] == "error" and message["status"] == status, message
+        ws.send_text("{not json")
+        assert ws.receive_json()["status"] == 400
+        ws.send_text(json.dumps({"smooth": 5}))
+        assert ws.receive_json()["status"] == 422
+        ws.send_text(json.dumps({"fps": 5}))
+        assert ws.receive_json()["status"] == 422
+        ws.send_bytes(png_header_only(20_000, 20_000))
+        assert ws.receive_json()["status"] == 413
+        ws.send_bytes(group_jpeg)
+        assert ws.receive_json()["type"] == "frame"
+    with small_limits.websocket_connect("/v1/stream") as ws:
+        ws.send_bytes(group_jpeg)
+        assert ws.receive_json()["status"] == 413
+
+
+def test_stream_bad_parameters_refused(client):
+    with pytest.raises(WebSocketDenialResponse) as denied:
+        client.websocket_connect("/v1/stream?smooth=2").__enter__()
+    assert denied.value.status_code == 422
+
+
+def test_concurrent_requests_agree_with_sequential(client, group_jpeg):
+    expected = client.post("/v1/faces", **jpeg(group_jpeg)).json()["faces"]
+    results: list = []
+
+    def call():
+        results.append(client.post("/v1/faces", **jpeg(group_jpeg)).json()["faces"])
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    for faces in results:
+        assert [f["box"] for f in faces] == [f["box"] for f in expected]
+        for a, b in zip(faces, expected):
+            assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-5)
+
+
+# settings and CLI
+
+
+def test_settings_defaults_and_validation():
+    s = Settings()
+    assert s.host == "127.0.0.1" and s.capacity == s.workers + s.queue and s.max_upload_bytes == 10 * 1024 * 1024
+    with pytest.raises(ValueError, match="workers"):
+        Settings(workers=0)
+    with pytest.raises(ValueError, match="backend"):
+        Settings(backend="tensorflow")
+
+
+def test_cli_serve_builds_settings(monkeypatch):
+    seen = []
+    monkeypatch.setattr(expressnet.serve, "run", seen.append)
+    result = CliRunner().invoke(cli_app, ["serve", "--port", "8123", "--workers", "3"], env={"EXPRESSNET_API_KEY": "k"})
+    assert result.exit_code == 0, result.output
+    assert seen[0].host == "127.0.0.1" and seen[0].port == 8123 and seen[0].workers == 3 and seen[0].api_key == "k"
+    assert CliRunner().invoke(cli_app, ["serve", "--workers", "0"]).exit_code == 2
