@@ -319,9 +319,9 @@ def test_config_dicts_round_trip_and_reject_unknown_keys():
     plain = cfg.to_dict()
     assert plain["augment"]["erase_area"] == [0.1, 0.2]  # YAML-ready
     assert TrainConfig.from_dict(plain) == cfg and TrainConfig.from_dict(plain).augment.erase_area == (0.1, 0.2)
-    with pytest.raises(ValueError, match=r"training config: unknown keys \['epoch'\]"):
+    with pytest.raises(ValueError, match=r"unknown training config.*\['epoch'\]"):
         TrainConfig.from_dict({"epoch": 3})
-    with pytest.raises(ValueError, match=r"training config\.augment: unknown keys \['spin'\]"):
+    with pytest.raises(ValueError, match=r"augment.*\['spin'\]"):
         TrainConfig.from_dict({"augment": {"spin": 1}})
 
 

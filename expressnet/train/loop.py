@@ -313,7 +313,8 @@ def ferplus_vote_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> 
 def teacher_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepared:
     """Knowledge distillation: ``soft_weight * softmax(teacher logits / distill_temperature) + (1 - soft_weight) *
     one-hot(label)``. The teacher (``cfg.teacher``) sees the un-augmented training images, prepared with its own
-    preprocessing when that differs from the student's, once, before the first epoch."""
+    preprocessing when that differs from the student's, once, before the first epoch. Classes are matched by
+    name; teacher classes the student lacks are left out of the softmax."""
     data = prepare_split(split, ctx.pre, ctx.progress)
     teacher = load_model(cfg.teacher, ctx.device)
     columns = match_classes(data.class_names, teacher.class_names)
