@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -108,6 +109,4 @@ def mix(
 
 def _beta(alpha: float, g: torch.Generator) -> float:
     """A Beta(alpha, alpha) draw determined by the generator."""
-    import numpy as np
-
     return float(np.random.default_rng(int(torch.randint(2**31, (1,), generator=g))).beta(alpha, alpha))
