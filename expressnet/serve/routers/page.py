@@ -11,7 +11,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # The page loads only its own assets and talks only to this origin (HTTP and WebSocket).
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
-    "connect-src 'self' ws: wss:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+    "connect-src 'self' ws: wss: blob:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

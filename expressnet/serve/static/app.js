@@ -379,13 +379,14 @@ function addFrame(frame) {
 }
 
 function finishVideo() {
-  const columns = ["source", "frame", "time_s", "face", "track_id", "x", "y", "w", "h", "score", "emotion", ...state.classes.map((c) => `p_${c}`)];
+  // the API's CSV columns (expressnet predict --csv), one row per face
+  const columns = ["source", "frame", "time_s", "face_detected", "face", "track_id", "x", "y", "w", "h", "score", "emotion", ...state.classes.map((c) => `p_${c}`)];
   const lines = [columns.join(",")];
   const quote = (v) => (/[",\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
   for (const frame of video.frames) {
     frame.faces.forEach((face, i) => {
       const [x, y, w, h] = face.box;
-      const values = [video.name, frame.frame, frame.time_s.toFixed(4), i, face.track_id ?? "", x, y, w, h, face.score.toFixed(4), face.emotion,
+      const values = [video.name, frame.frame, frame.time_s.toFixed(4), face.score > 0 ? "True" : "False", i, face.track_id ?? "", x, y, w, h, face.score.toFixed(4), face.emotion,
         ...state.classes.map((c) => (face.probabilities[c] ?? 0).toFixed(6))];
       lines.push(values.map((v) => quote(String(v))).join(","));
     });
