@@ -39,13 +39,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from expressnet.data import canonical, load_dataset
+from expressnet.data import canonical, load_dataset, match_classes
 from expressnet.data.base import Split
 from expressnet.data.images import to_model_input
 from expressnet.data.labels import FER2013_CLASSES
 from expressnet.evaluate.metrics import classification_metrics
-from expressnet.hub import load_model, relabel_split, shipped_models
-from expressnet.infer.classify import predict_logits
+from expressnet.faces.model_files import package_folder
+from expressnet.hub import load_model, shipped_models
+from expressnet.runtime import predict_logits, softmax
 
 PROTOCOLS = ("PrivateTest", "PublicTest+PrivateTest")
 INSTALL_HINT = "not installed: run make bench-peers"
@@ -57,16 +58,11 @@ class PeerMissing(Exception):
 
 def package_file(package: str, relative: str) -> Path:
     """A data file inside an installed package, found without importing the package."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
+    path = package_folder(package, relative)
+    if path is None:
         raise PeerMissing(f"package {package!r} is not installed")
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / relative
-        if path.is_file():
-            return path
+    if path.is_file():
+        return path
     raise PeerMissing(f"{package}/{relative} not found")
 
 
@@ -88,14 +84,7 @@ def version(distribution: str) -> str:
 
 def to_fer2013_order(probs: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
     """Columns of ``probs`` (in ``class_names`` order, any spelling) re-ordered into FER-2013's order."""
-    mine = [canonical(c) for c in class_names]
-    return probs[:, [mine.index(c) for c in FER2013_CLASSES]]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return probs[:, match_classes(FER2013_CLASSES, class_names)]
 
 
 class Adapter:
@@ -371,7 +360,7 @@ def score(probs: np.ndarray, split: Split, class_names: tuple[str, ...]) -> dict
 
     Labels are mapped into the model's classes by name; macro-F1 averages FER-2013's 7 classes (an 8-class
     model's contempt predictions count as errors; its own F1 is left out)."""
-    target = relabel_split(split, class_names) if class_names != split.class_names else split
+    target = split.relabel(class_names) if class_names != split.class_names else split
     with warnings.catch_warnings():  # balanced accuracy warns when contempt (no true samples) is predicted
         warnings.simplefilter("ignore", UserWarning)
         m = classification_metrics(probs, target.labels, class_names)

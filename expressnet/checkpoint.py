@@ -8,6 +8,7 @@ unpickles anything.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .data.prepare import Preprocessing
 from .io import atomic_write, atomic_write_text
+from .nn import ExpressNetConfig, ExpressNetMoE
 
 FORMAT = "expressnet-checkpoint/1"
 META_KEY = "expressnet"
@@ -105,14 +108,22 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return (dequantize(state) if meta.get("weights") == INT8 else state), meta
 
 
-def build_model(path: str | Path, device: str | torch.device = "cpu"):
+def fold_temperature(head: torch.nn.Linear, temperature: float) -> None:
+    """Divide the logits of the final layer ``head`` by ``temperature`` by scaling its weight and bias in place."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, not {temperature!r}")
+    if temperature == 1:
+        return
+    with torch.no_grad():
+        head.weight.div_(temperature)
+        if head.bias is not None:
+            head.bias.div_(temperature)
+
+
+def build_model(path: str | Path, device: str | torch.device = "cpu") -> ExpressNetMoE:
     """Rebuild an ExpressNet-MoE from a checkpoint: returns the model in eval mode with ``.metadata``,
     ``.class_names`` and ``.preprocessing`` attached. A ``temperature`` in the metadata (see ``expressnet pack``)
     is folded into the classifier, so every consumer of the logits gets calibrated probabilities."""
-    from .data.prepare import Preprocessing
-    from .evaluate.calibration import fold_temperature
-    from .nn import ExpressNetConfig, ExpressNetMoE
-
     state, meta = load_checkpoint(path)
     try:
         cfg = ExpressNetConfig.from_dict(meta["model_config"])

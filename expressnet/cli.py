@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ def model_summary(
 ) -> None:
     """Parameters and multiply-accumulates per branch (global, local, backbone, fusion, MoE, head)."""
     from .nn import create_model
-    from .nn.summary import batchnorm_statistics, model_costs
+    from .nn.summary import batchnorm_statistics, fft_layers, model_costs
 
     overrides = {} if input_size is None else {"input_size": input_size}
     model = create_model(preset, num_classes=num_classes, **overrides)
@@ -39,9 +39,9 @@ def model_summary(
             part, f"{cost.params:,}", f"{cost.macs / 1e6:,.1f} M", f"{100 * cost.macs / total:.1f} %", style=style
         )
     console.print(table)
-    fft = [f"{m.kernel_size[0]}x{m.kernel_size[1]}" for m in model.modules() if getattr(m, "uses_fft", False)]
+    fft = [f"{k}x{k}" for k, size in fft_layers(model)]
     console.print(f"BatchNorm running statistics: {batchnorm_statistics(model):,} entries (buffers)")
-    console.print(f"FFT convolutions (kernel >= {cfg.fft_min_kernel}): {', '.join(fft) or 'none'}")
+    console.print(f"FFT convolutions at this input size (decided at run time): {', '.join(fft) or 'none'}")
 
 
 @app.command()
@@ -52,8 +52,8 @@ def presets() -> None:
     table = Table()
     table.add_column("preset")
     table.add_column("description")
-    for name in sorted(PRESETS):
-        table.add_row(name, PRESETS[name].description)
+    for name, preset in PRESETS.items():
+        table.add_row(name, preset.description)
     console.print(table)
 
 
@@ -73,7 +73,7 @@ def _emit_json(data: dict, target: str | None) -> None:
         console.print(f"wrote {target}")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/] {message}")
     raise typer.Exit(2)
 
@@ -114,8 +114,18 @@ def train(
             cfg = TrainConfig(out=out)
         else:
             cfg = config_from_file(config, preset)
-            flags = dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, device=device,
-                         threads=threads, seed=seed, backbone_weights=backbone_weights, out=out)  # fmt: skip
+            flags = {
+                "data": data,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "precision": precision,
+                "device": device,
+                "threads": threads,
+                "seed": seed,
+                "backbone_weights": backbone_weights,
+                "out": out,
+            }
             cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
             cfg = apply_overrides(cfg, parse_set(set_ or []))
         run(cfg, resume=resume, epochs=epochs if resume else None)
@@ -126,40 +136,49 @@ def train(
 @app.command()
 def evaluate(
     model: Annotated[
-        str, typer.Option(help="Checkpoint path or shipped model name (fer2013, ferplus, default).")
+        str,
+        typer.Option(help="Shipped model name (fer2013, ferplus, fer2013-fast, default), checkpoint or .onnx file."),
     ] = "default",
     data: Annotated[str, typer.Option(help="Dataset path or name (fer2013, ferplus, ferplus-majority).")] = "fer2013",
     split: Annotated[str, typer.Option(help="Split or role; A+B joins splits (PublicTest+PrivateTest).")] = "test",
     json_out: Annotated[str | None, typer.Option("--json", help="Write metrics JSON here ('-' for stdout).")] = None,
     report_dir: Annotated[str | None, typer.Option(help="Write metrics.json and figures here.")] = None,
     tta: Annotated[bool | None, typer.Option(help="Flip averaging (default: as the model was trained).")] = None,
-    ablation: Annotated[bool, typer.Option(help="Drop-one-expert ablation.")] = True,
+    ablation: Annotated[bool, typer.Option(help="Drop-one-expert ablation (MoE models, torch backend).")] = True,
     batch_size: Annotated[int, typer.Option()] = 256,
+    backend: Annotated[
+        str | None, typer.Option(help="torch or onnx (default: onnx for .onnx files, else torch).")
+    ] = None,
 ) -> None:
     """Accuracy, macro-F1, balanced accuracy, per-class scores, confusion matrix, ECE, MoE routing and ablation."""
+    from .checkpoint import CheckpointError
     from .data import DataError, load_dataset, prepare_split
-    from .evaluate.report import write_report
-    from .hub import load_model, relabel_split
+    from .evaluate.report import evaluate_report, write_report_files
+    from .runtime import load_classifier
 
+    chosen = backend or ("onnx" if model.endswith(".onnx") else "torch")
     try:
-        net = load_model(model)
+        net = load_classifier(model, chosen, batch_size=batch_size)
         dataset = load_dataset(data)
-        prepared = prepare_split(relabel_split(dataset.split(split), net.class_names), net.preprocessing)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+        prepared = prepare_split(dataset.split(split).relabel(net.class_names), net.preprocessing)
+    except (CheckpointError, DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    use_tta = net.metadata.get("tta_flip", False) if tta is None else tta
-    result = write_report(net, prepared, report_dir, use_tta, f"{dataset.name} {split}", ablation, batch_size)
+    use_tta = net.tta_flip if tta is None else tta
+    result = evaluate_report(net, prepared, use_tta, ablation, batch_size)
     temperature = net.metadata.get("temperature", 1.0)
-    result = {"model": str(model), "data": str(data), "split": split, "temperature": temperature, **result}
+    result = {
+        "model": str(model),
+        "backend": net.backend,
+        "data": str(data),
+        "split": split,
+        "temperature": temperature,
+        **result,
+    }
     if report_dir is not None:
-        import json
-
-        from .io import atomic_write_text
-
-        atomic_write_text(f"{report_dir}/metrics.json", json.dumps(result, indent=1))
+        write_report_files(result, prepared, report_dir, f"{dataset.name} {split}")
     if json_out != "-":
         console.print(
-            f"{dataset.name} {split} (n={result['n']:,}): accuracy {result['accuracy']:.4f}  "
+            f"{dataset.name} {split} (n={result['n']:,}, {net.backend}): accuracy {result['accuracy']:.4f}  "
             f"macro-F1 {result['macro_f1']:.4f}  balanced accuracy {result['balanced_accuracy']:.4f}  "
             f"ECE {result['ece']:.4f}"
         )
@@ -213,13 +232,27 @@ def predict(
     max_frames: Annotated[int | None, typer.Option(help="Video: stop after this many processed frames.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Detector score threshold (BlazeFace default 0.5).")] = None,
     blazeface_model: Annotated[str, typer.Option(help="BlazeFace model: full, full-sparse or short.")] = "full",
-    tiles: Annotated[int, typer.Option(help="BlazeFace: also scan a TxT grid of tiles (small faces).")] = 1,
+    tiles: Annotated[
+        str, typer.Option(help="BlazeFace: also scan a TxT grid of tiles (small faces); auto: from the image size.")
+    ] = "auto",
+    retry: Annotated[
+        str, typer.Option(help="When nothing is found, retry on the image padded and/or rotated: pad,rotate | none.")
+    ] = "pad,rotate",
+    no_face: Annotated[
+        str, typer.Option(help="No face found: skip (no row), or whole (classify the whole image, score 0).")
+    ] = "skip",
+    all_frames: Annotated[
+        bool, typer.Option(help="Also write a row (face_detected false) for each frame or image without a face.")
+    ] = False,
     align: Annotated[bool, typer.Option(help="Rotate faces so the eyes are level (BlazeFace landmarks).")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the classifier and detector.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Detect faces and classify their expressions. Exit code 0: all inputs processed; 1: some inputs failed
-    (named on stderr and in the summary; the others were processed and written); 2: usage error."""
+    (one line each on stderr and in the summary; the others were processed and written); 2: usage error (bad
+    option, no such source, unusable model) or an output that cannot be written."""
+    from rich.markup import escape
+
     from .checkpoint import CheckpointError
     from .data import DataError
     from .faces.model_files import DetectorModelError
@@ -227,10 +260,14 @@ def predict(
     from .infer.recognizer import Recognizer
 
     options: dict = {}
-    if detector in ("blazeface", "haar") and min_score is not None:
-        options["min_score"] = min_score
+    if detector in ("blazeface", "haar"):
+        options.update(retry=retry, no_face=no_face)
+        if min_score is not None:
+            options["min_score"] = min_score
     if detector == "blazeface":
-        options.update(model=blazeface_model, tiles=tiles, threads=threads)
+        if tiles != "auto" and not tiles.isdigit():
+            _fail(f"--tiles must be auto or a number >= 1, got {tiles!r}")
+        options.update(model=blazeface_model, tiles=tiles if tiles == "auto" else int(tiles), threads=threads)
     if threads is not None:
         import cv2
         import torch
@@ -241,10 +278,19 @@ def predict(
     try:
         recognizer = Recognizer(model, detector, detector_options=options, align=align)
         summary = run_predict(
-            source, recognizer, json_out, csv_out, save_annotated, every, smooth, max_frames, progress,
-            warn=lambda message: err.print(f"[red]error:[/] {message}", highlight=False),
-        )  # fmt: skip
-    except (DataError, CheckpointError, DetectorModelError, ValueError, FileNotFoundError) as exc:
+            source,
+            recognizer,
+            json_out,
+            csv_out,
+            save_annotated,
+            every,
+            smooth,
+            max_frames,
+            progress,
+            warn=lambda message: err.print(f"[red]error:[/] {escape(message)}", highlight=False),
+            all_frames=all_frames,
+        )
+    except (DataError, CheckpointError, DetectorModelError, ValueError, OSError) as exc:
         _fail(str(exc))
     console.print(
         f"{summary.files} file(s), {summary.frames} frame(s), {summary.faces} face(s), "
@@ -286,49 +332,79 @@ def pack(
     ] = True,
 ) -> None:
     """Package a trained checkpoint for shipping; with --data, calibrate it on val and record its own metrics."""
-    from .checkpoint import CheckpointError, load_checkpoint, pack_checkpoint, save_checkpoint
-    from .data import DataError, load_dataset, prepare_split
-    from .evaluate.calibration import fit_temperature, fold_temperature
-    from .evaluate.core import evaluate_prepared
-    from .hub import load_model, relabel_split, resolve_model
-    from .infer.classify import predict_logits
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .evaluate.pack import pack_model
 
     try:
-        out = pack_checkpoint(resolve_model(source), target, weights)
-        if data is not None:
-            net = load_model(out)
-            tta = net.metadata.get("tta_flip", False)
-            dataset = load_dataset(data)
-            chosen = {"val": dataset.split(val_split), "test": dataset.split(test_split)}
-            splits = {role: split.name for role, split in chosen.items()}
-            prepared = {
-                role: prepare_split(relabel_split(split, net.class_names), net.preprocessing)
-                for role, split in chosen.items()
-            }
-            fields = {}
-            if calibrate:
-                val = prepared["val"]
-                logits = predict_logits(net, val.images, tta_flip=tta)  # already divided by any earlier temperature
-                extra = fit_temperature(logits, val.labels)
-                fold_temperature(net.head, extra)
-                temperature = net.metadata.get("temperature", 1.0) * extra
-                calibration = {"method": "temperature", "data": dataset.name, "split": splits["val"]}
-                fields = {"temperature": temperature, "calibration": calibration}
-                console.print(f"temperature {temperature:.3f} (fitted on {splits['val']})")
-            packed = {}
-            for role, split in splits.items():
-                m = evaluate_prepared(net, prepared[role], tta, routing=False)
-                packed[role] = {k: m[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece", "nll")}
-                packed[role].update(data=dataset.name, split=split)
-                console.print(
-                    f"packed model, {split}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
-                    f"  ECE {m['ece']:.4f}"
-                )
-            state, meta = load_checkpoint(out)
-            save_checkpoint(out, state, {**meta, **fields, "metrics": {**meta.get("metrics", {}), "packed": packed}})
+        result = pack_model(source, target, weights, data, val_split, test_split, calibrate)
     except (CheckpointError, DataError, ValueError) as exc:
         _fail(str(exc))
+    if result.temperature is not None:
+        console.print(f"temperature {result.temperature:.3f} (fitted on {result.calibrated_on})")
+    for m in result.metrics.values():
+        console.print(
+            f"packed model, {m['split']}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+            f"ECE {m['ece']:.4f}"
+        )
     console.print(f"wrote {target} ({Path(target).stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Shipped model name, checkpoint or training run folder.")] = "default",
+    format_: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    int8: Annotated[
+        bool, typer.Option(help="Static int8 quantisation (QDQ, per-channel), calibrated on training images.")
+    ] = False,
+    out: Annotated[
+        str | None, typer.Option("-o", "--out", help="Output file (default: <model>[.int8].onnx here).")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Calibration dataset for --int8 (default: the one the model was trained on).")
+    ] = None,
+    calibration_images: Annotated[int, typer.Option(help="Training images used to calibrate --int8.")] = 512,
+    check: Annotated[bool, typer.Option(help="Compare the export with torch on random crops.")] = True,
+) -> None:
+    """Export a model to ONNX (dynamic batch; classes, preprocessing, tta_flip and source checksum in its
+    metadata; temperature already folded). Run it with `--backend onnx` or `evaluate --model FILE.onnx`."""
+    import numpy as np
+
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .hub import load_model
+    from .runtime import TorchClassifier
+    from .runtime.onnx import OnnxClassifier, export_onnx
+    from .runtime.onnx import calibration_images as sample_training_images
+
+    if format_ != "onnx":
+        _fail(f"--format {format_!r} is not supported (onnx)")
+    try:
+        net = load_model(model)
+        target = Path(out or f"{Path(model).stem if Path(model).exists() else model}{'.int8' if int8 else ''}.onnx")
+        if target.exists() and target.resolve() == Path(net.source).resolve():
+            _fail(f"{target}: would overwrite the source model")
+        calibration = None
+        if int8:
+            source = data or net.metadata.get("data", {}).get("name")
+            if not source:
+                _fail(f"{model}: the checkpoint does not say which dataset it was trained on; give --data")
+            calibration = sample_training_images(net.preprocessing, source, count=calibration_images)
+        export_onnx(net, target, int8=int8, calibration=calibration)
+    except (CheckpointError, DataError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)", highlight=False)
+    if check:
+        pre = net.preprocessing
+        rng = np.random.default_rng(0)
+        crops = rng.integers(0, 256, (64, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
+        ref = TorchClassifier(net).logits(crops, tta_flip=False)
+        got = OnnxClassifier(target).logits(crops, tta_flip=False)
+        agree = float((ref.argmax(1) == got.argmax(1)).mean())
+        console.print(
+            f"check on 64 random crops: max |logit difference| {np.abs(ref - got).max():.2e}, "
+            f"top-1 agreement {agree:.1%}"
+        )
 
 
 @app.command()

@@ -47,5 +47,5 @@ def config_from_dict(cls: type[T], data: dict[str, Any], where: str | None = Non
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{label}: unknown keys {unknown} (known: {', '.join(sorted(names))})")
-    return cls(**{k: _convert(hints[k], v, f"{label}.{k}") for k, v in data.items()})
+        raise ValueError(f"unknown {label} keys {unknown} (known: {', '.join(sorted(names))})")
+    return cls(**{k: _convert(hints[k], v, f"{label} {k}") for k, v in data.items()})

@@ -6,7 +6,8 @@ optimizers, schedules, classifier backends).
     @OPTIMIZERS.register("adamw")
     def adamw(params, cfg): ...
 
-    OPTIMIZERS.get("adamw")   # or OPTIMIZERS["adamw"]; an unknown name raises ValueError listing the choices
+    OPTIMIZERS.get("adamw")   # or OPTIMIZERS["adamw"]; an unknown name raises UnknownName
+                              # (a KeyError and a ValueError) listing the choices
 
 A value may also be a ``"module:attribute"`` string, imported on first ``get`` (keeps imports light).
 """
@@ -18,6 +19,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+class UnknownName(KeyError, ValueError):
+    """A name that is not registered; a ``KeyError`` (lookup) and a ``ValueError`` (bad setting) alike."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class Registry(Generic[T]):
@@ -43,7 +51,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r} (choose from {', '.join(self.names())})")
+            raise UnknownName(f"unknown {self.kind} {name!r} (choose from {', '.join(self.names())})")
         value = self._entries[name]
         if isinstance(value, str) and ":" in value:
             module, attribute = value.split(":")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from expressnet.nn.fft_conv import SameConv2d, fft_conv2d_same
+from expressnet.nn.fft_conv import SameConv2d, _fast_size, fft_conv2d_same, use_fft
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -40,20 +40,38 @@ def test_fft_matches_direct_with_gradients(n, cin, cout, h, w, kh, kw, bias):
         assert rel(a, r) <= 1e-4, name
 
 
-def test_same_conv_switches_on_threshold_and_matches():
-    small = SameConv2d(3, 4, 5, fft_min_kernel=16)
-    large = SameConv2d(3, 4, 17, fft_min_kernel=16)
-    never = SameConv2d(3, 4, 17, fft_min_kernel=None)
-    assert not small.uses_fft and large.uses_fft and not never.uses_fft
+def test_the_fft_path_is_chosen_from_the_input_at_run_time():
+    """Measured rule (fft_conv.py): 17x17 on a 48 px gray map stays direct; large kernels on large maps take the
+    FFT; small kernels never; ``fft=False`` never. Nothing about it is in the state dict."""
+    small = SameConv2d(3, 8, 5)
+    large = SameConv2d(3, 8, 29)
+    never = SameConv2d(3, 8, 29, fft=False)
+    assert not small.uses_fft(96) and large.uses_fft(96) and not never.uses_fft(96)
+    assert not SameConv2d(1, 8, 17).uses_fft(48)  # the compact preset's first global conv: direct wins
+    assert not large.uses_fft(16)  # the same layer on a small map: direct
     never.load_state_dict(large.state_dict())
-    x = torch.randn(2, 3, 40, 40)
+    x = torch.randn(2, 3, 96, 96)
+    assert use_fft(x, large.weight)
     assert rel(large(x), never(x)) <= 1e-4
     assert set(large.state_dict()) == {"weight", "bias"}  # drop-in for nn.Conv2d
 
 
+def test_tracing_takes_the_direct_path_and_keeps_the_shape():
+    """A traced FFT-sized layer once returned a 1x1 map (``_fast_size`` traced into tensor ops)."""
+    conv = SameConv2d(3, 4, 29).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        traced = torch.jit.trace(conv, x)
+        y = torch.randn(2, 3, 96, 96)
+        assert traced(y).shape == (2, 4, 96, 96)
+        assert rel(traced(y), F.conv2d(y, conv.weight, conv.bias, padding="same")) <= 1e-5
+    assert _fast_size(torch.tensor(97).item()) == 100 and _fast_size(49) == 50
+
+
 def test_fft_conv_under_bf16_autocast_and_channel_mismatch():
-    conv = SameConv2d(2, 3, 21, fft_min_kernel=16)
-    x = torch.randn(1, 2, 32, 32)
+    conv = SameConv2d(2, 3, 21)
+    x = torch.randn(1, 2, 96, 96)
+    assert use_fft(x, conv.weight)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = conv(x)
     assert rel(y.float(), F.conv2d(x, conv.weight, conv.bias, padding="same")) <= 1e-4

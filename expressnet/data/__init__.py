@@ -2,7 +2,7 @@
 
 from .base import DataError, Dataset, Split, concat_splits, stratified_indices
 from .images import read_image, to_model_input
-from .labels import EMOTIONS, canonical
+from .labels import EMOTIONS, canonical, match_classes
 from .prepare import Prepared, Preprocessing, prepare_split
 from .registry import data_root, detect_kind, load_dataset
 
@@ -18,6 +18,7 @@ __all__ = [
     "data_root",
     "detect_kind",
     "load_dataset",
+    "match_classes",
     "prepare_split",
     "read_image",
     "stratified_indices",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from .labels import match_classes
 
 
 class DataError(Exception):
@@ -69,7 +71,24 @@ class Split:
             images=None if self.images is None else self.images[idx],
             reader=reader,
             soft_labels=None if self.soft_labels is None else self.soft_labels[idx],
+            skipped=dict(self.skipped),
         )
+
+    def relabel(self, class_names: Sequence[str]) -> Split:
+        """This split with labels re-indexed into another class order (a model's), classes matched by
+        canonical name. ``DataError`` if a class that occurs here has no counterpart there."""
+        class_names = tuple(class_names)
+        mapping = match_classes(self.class_names, class_names)
+        missing = [c for c, m in zip(self.class_names, mapping) if m is None]
+        present = set(np.unique(self.labels).tolist())
+        if any(self.class_names.index(c) in present for c in missing):
+            raise DataError(f"{self.name}: classes {missing} are not predicted by the model (classes {class_names})")
+        index = np.array([-1 if m is None else m for m in mapping], dtype=np.int64)
+        soft = None
+        if self.soft_labels is not None and not missing:
+            soft = np.zeros((len(self), len(class_names)), dtype=np.float32)
+            soft[:, index] = self.soft_labels
+        return replace(self, class_names=class_names, labels=index[self.labels], soft_labels=soft)
 
     def fingerprint(self) -> str:
         """Short hash of sources and labels (and pixels when in memory): identifies exactly what was used."""

@@ -30,8 +30,6 @@ SYNONYMS = {
 
 # Official fer2013.csv order (also our fer2013.npz and the Kaggle folder names).
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-# The paper's notebooks indexed the Kaggle folders in this order; kept for reference/conversions.
-FER2013_PAPER_FOLDER_ORDER = ("angry", "disgust", "sad", "happy", "fear", "neutral", "surprise")
 # FER+ vote columns (fer2013new.csv): 8 emotions, then unknown and not-a-face.
 FERPLUS_VOTE_COLUMNS = (
     "neutral",
@@ -61,9 +59,8 @@ def canonical(name: str) -> str:
     return SYNONYMS[key]
 
 
-def label_map(source: tuple[str, ...], target: tuple[str, ...]) -> list[int]:
-    """Index in ``target`` of each class of ``source`` (both in canonical names)."""
-    missing = [c for c in source if c not in target]
-    if missing:
-        raise ValueError(f"classes {missing} have no counterpart in {target}")
-    return [target.index(c) for c in source]
+def match_classes(source: tuple[str, ...] | list[str], target: tuple[str, ...] | list[str]) -> list[int | None]:
+    """For each class of ``source``, its index in ``target`` when both name the same emotion (compared by
+    :func:`canonical` name, so "anger" matches "angry"), else None. The one place classes are matched by name."""
+    wanted = [canonical(c) for c in target]
+    return [wanted.index(c) if c in wanted else None for c in (canonical(c) for c in source)]

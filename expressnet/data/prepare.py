@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import config_from_dict
+from ..progress import track
 from .base import DataError, Split
 from .images import to_model_input
 
@@ -25,7 +27,7 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(**{k: d[k] for k in ("input_size", "channels", "interpolation", "face_crop") if k in d})
+        return config_from_dict(cls, d, "preprocessing")
 
 
 @dataclass
@@ -50,12 +52,8 @@ def prepare_split(split: Split, pre: Preprocessing, progress: bool = True) -> Pr
     out = np.empty((n, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
     keep = np.ones(n, dtype=bool)
     skipped = dict(split.skipped)
-    iterator = range(n)
-    if progress and split.images is None and n > 200:
-        from rich.progress import track
-
-        iterator = track(iterator, description=f"reading {split.name}", total=n, transient=True)
-    for i in iterator:
+    show = progress and split.images is None and n > 200
+    for i in track(range(n), f"reading {split.name}", total=n, enabled=show):
         try:
             out[i] = to_model_input(split.image(i), pre.input_size, pre.channels, pre.interpolation)
         except DataError as exc:

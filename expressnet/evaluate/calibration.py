@@ -2,6 +2,8 @@
 
 One scalar ``T`` divides the logits: the predicted class never changes, only the confidence. ``T`` is fitted
 on a validation split (never the test split) by minimising the negative log-likelihood of the true labels.
+Folding ``T`` into a model is :func:`expressnet.checkpoint.fold_temperature` (it changes weights, so it lives
+with checkpoint loading).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
 
 BOUNDS = (0.05, 20.0)
 
@@ -18,8 +21,6 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The temperature in ``BOUNDS`` that minimises the NLL of ``softmax(logits / T)`` for ``labels``."""
     if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
         raise ValueError(f"need logits (N, K) and N labels with N > 0, got {tuple(logits.shape)} and {len(labels)}")
-    from scipy.optimize import minimize_scalar  # here: model loading (fold_temperature) stays light
-
     logits, labels = logits.double(), labels.long()
 
     def nll(log_t: float) -> float:
@@ -27,15 +28,3 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
     best = minimize_scalar(nll, bounds=tuple(math.log(b) for b in BOUNDS), method="bounded", options={"xatol": 1e-4})
     return float(math.exp(best.x))
-
-
-def fold_temperature(head: torch.nn.Linear, temperature: float) -> None:
-    """Divide the logits of the final layer ``head`` by ``temperature`` by scaling its weight and bias in place."""
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number, not {temperature!r}")
-    if temperature == 1:
-        return
-    with torch.no_grad():
-        head.weight.div_(temperature)
-        if head.bias is not None:
-            head.bias.div_(temperature)

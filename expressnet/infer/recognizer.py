@@ -7,11 +7,17 @@
         print(frame.frame, frame.time_s, [f.emotion for f in frame.faces])
 
 The classifier's input (size, channels, interpolation, crop rule) comes from the model's metadata, so
-inference prepares faces exactly as training did.
+inference prepares faces exactly as training did. The classifier runs on a :class:`~expressnet.runtime.Classifier`
+backend: ``backend="auto"`` (default) takes the fastest one available (ONNX Runtime int8 for shipped models),
+"torch" or "onnx" force one.
+
+Thread safety: one ``Recognizer`` may be shared by threads (a web server's workers): the detector runs under a
+lock (TFLite interpreters are not re-entrant) and the classifier is thread-safe; results equal sequential calls.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,10 +28,12 @@ import torch
 from PIL import Image
 
 from ..data.base import DataError
-from ..data.images import array_to_rgb, pil_to_rgb, read_image, to_model_input
+from ..data.images import to_model_input
 from ..faces import Detection, FaceDetector, create_detector, crop_face, detections_from_boxes
-from .classify import predict_logits
-from .video import IoUTracker, ProbabilitySmoother, VideoFrame, VideoSource
+from ..runtime import Classifier, TorchClassifier, load_classifier
+from .smoothing import ProbabilitySmoother
+from .sources import VideoFrame, VideoSource, load_rgb
+from .tracking import IoUTracker
 
 ImageInput = str | Path | Image.Image | np.ndarray
 Boxes = Sequence[Sequence[float]]
@@ -65,36 +73,21 @@ class FrameResult:
         return {"frame": self.frame, "time_s": self.time_s, "faces": [f.to_dict() for f in self.faces]}
 
 
-def load_rgb(image: ImageInput, color: str = "rgb") -> np.ndarray:
-    """A path, PIL image or array as RGB uint8 (H, W, 3); ``color`` ("rgb"/"bgr") is the order of arrays."""
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    if isinstance(image, Image.Image):
-        return pil_to_rgb(image)
-    if isinstance(image, np.ndarray):
-        return array_to_rgb(image, color)
-    raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class Recognizer:
     """Detects faces and classifies their expression.
 
-    ``model``: a shipped model name, a checkpoint path (None: the default shipped model) or a loaded
-    ExpressNet model. ``detector``: "blazeface" (default), "haar", "none" (images are face crops) or a
-    :class:`FaceDetector`; ``detector_options`` go to its constructor (BlazeFace: ``model``, ``min_score``,
-    ``tiles``, ``threads``). ``align`` levels the eyes before cropping (needs landmarks: BlazeFace).
-    ``tta_flip`` defaults to what the model was trained for.
+    ``model``: a shipped model name, a checkpoint or ``.onnx`` path (None: the default shipped model), a loaded
+    ExpressNet module or a :class:`~expressnet.runtime.Classifier`. ``backend``: "auto" (the fastest available,
+    timed at load), "torch" or "onnx". ``detector``: "blazeface" (default), "haar", "none" (images are face
+    crops) or a :class:`FaceDetector`; ``detector_options`` go to its constructor (BlazeFace: ``model``,
+    ``min_score``, ``tiles``, ``threads``). ``align`` levels the eyes before cropping (needs landmarks:
+    BlazeFace). ``tta_flip`` defaults to what the model was trained for. ``device`` and ``precision`` apply to
+    the torch backend (a module passed in is moved to ``device``).
     """
 
     def __init__(
         self,
-        model: str | Path | torch.nn.Module | None = None,
+        model: str | Path | torch.nn.Module | Classifier | None = None,
         detector: str | FaceDetector = "blazeface",
         *,
         detector_options: dict[str, Any] | None = None,
@@ -103,31 +96,60 @@ class Recognizer:
         precision: str = "fp32",
         batch_size: int = 64,
         device: str | torch.device = "cpu",
+        backend: str = "auto",
+        threads: int | None = None,
     ) -> None:
-        if isinstance(model, torch.nn.Module):
-            self.model = model.eval()
+        if isinstance(model, Classifier):
+            self.classifier = model
+        elif isinstance(model, torch.nn.Module):
+            self.classifier = TorchClassifier(
+                model, tta_flip=tta_flip, precision=precision, batch_size=batch_size, device=device
+            )
         else:
-            from ..hub import load_model
-
-            self.model = load_model(model, device)
+            self.classifier = load_classifier(
+                model,
+                backend,
+                tta_flip=tta_flip,
+                precision=precision,
+                batch_size=batch_size,
+                device=device,
+                threads=threads,
+            )
         if isinstance(detector, FaceDetector):
             self.detector = detector
         else:
             self.detector = create_detector(detector, **(detector_options or {}))
-        self.class_names: tuple[str, ...] = tuple(self.model.class_names)
-        self.preprocessing = self.model.preprocessing
-        self.align, self.precision, self.batch_size = align, precision, batch_size
-        self.tta_flip = bool(self.model.metadata.get("tta_flip", False)) if tta_flip is None else tta_flip
+        self._detect_lock = threading.Lock()
+        self.class_names: tuple[str, ...] = self.classifier.class_names
+        self.preprocessing = self.classifier.preprocessing
+        self.align = align
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torch module behind the classifier (torch backend only; research use)."""
+        if not isinstance(self.classifier, TorchClassifier):
+            raise AttributeError(f"the {self.classifier.backend} backend has no torch module; use backend='torch'")
+        return self.classifier.module
+
+    @property
+    def tta_flip(self) -> bool:
+        return self.classifier.tta_flip
 
     def __repr__(self) -> str:
-        return f"Recognizer(classes={self.class_names}, detector={self.detector!r}, align={self.align})"
+        return (
+            f"Recognizer(classes={self.class_names}, backend={self.classifier.backend!r}, "
+            f"detector={self.detector!r}, align={self.align})"
+        )
 
     def detect(self, rgb: np.ndarray, boxes: Boxes | None = None) -> list[Detection]:
         """The detector's faces in an RGB image, or ``boxes`` (x, y, w, h) given by the caller."""
-        return self.detector.detect(rgb) if boxes is None else detections_from_boxes(boxes)
+        if boxes is not None:
+            return detections_from_boxes(boxes)
+        with self._detect_lock:
+            return self.detector.detect(rgb)
 
-    def classify(self, rgb_images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> np.ndarray:
-        """Class probabilities (N, K) of every detection of every image, in order, in one classifier batch."""
+    def crops(self, rgb_images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> np.ndarray:
+        """Model inputs (N, C, S, S) uint8 of every detection of every image, in order."""
         pre = self.preprocessing
         crops = [
             to_model_input(
@@ -137,11 +159,12 @@ class Recognizer:
             for d in found
         ]
         if not crops:
-            return np.zeros((0, len(self.class_names)))
-        logits = predict_logits(
-            self.model, torch.from_numpy(np.stack(crops)), self.batch_size, self.tta_flip, self.precision
-        )
-        return softmax(logits.numpy())
+            return np.zeros((0, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
+        return np.stack(crops)
+
+    def classify(self, rgb_images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]]) -> np.ndarray:
+        """Class probabilities (N, K) of every detection of every image, in order, in one classifier batch."""
+        return self.classifier.probabilities(self.crops(rgb_images, detections))
 
     def make_face(self, detection: Detection, probabilities: np.ndarray, rgb: np.ndarray) -> Face:
         height, width = rgb.shape[:2]

@@ -13,13 +13,15 @@ both MoE blocks from the last forward pass are in ``model.routing`` (or ``forwar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
 
-from .fft_conv import DEFAULT_FFT_MIN_KERNEL, SameConv2d
+from ..config import config_from_dict
+from ..registry import Registry
+from .fft_conv import SameConv2d
 from .moe import MixtureOfExperts, Routing
 from .resnet import ResNet, ResNetSpec, load_backbone_weights
 
@@ -44,33 +46,26 @@ class ExpressNetConfig:
     noisy_gating: bool = False
     balance_loss_weight: float = 0.0
     z_loss_weight: float = 0.0
-    fft_min_kernel: int | None = DEFAULT_FFT_MIN_KERNEL
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExpressNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        data = dict(data)
-        if isinstance(data.get("backbone"), dict):
-            bb = {**asdict(ResNetSpec()), **data["backbone"]}
-            data["backbone"] = ResNetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in bb.items()})
-        for key in ("global_convs", "local_convs"):
-            if key in data:
-                data[key] = tuple(tuple(c) for c in data[key])
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], where: str = "model config") -> ExpressNetConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error, except :data:`LEGACY_KEYS`."""
+        return config_from_dict(cls, {k: v for k, v in data.items() if k not in LEGACY_KEYS}, where)
+
+
+# Keys that older checkpoints store and that no longer mean anything: the FFT choice is made at run time.
+LEGACY_KEYS = ("fft_min_kernel",)
 
 
 class ConvUnit(nn.Sequential):
     """The paper's unit: 'same' conv + ReLU -> Dropout -> BatchNorm [-> MaxPool(2)]."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, dropout: float, pool: bool, fft_min_kernel: int | None):
+    def __init__(self, cin: int, cout: int, kernel: int, dropout: float, pool: bool):
         layers: list[nn.Module] = [
-            SameConv2d(cin, cout, kernel, fft_min_kernel=fft_min_kernel),
+            SameConv2d(cin, cout, kernel),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.BatchNorm2d(cout),
@@ -80,13 +75,11 @@ class ConvUnit(nn.Sequential):
         super().__init__(*layers)
 
 
-def conv_stack(
-    cin: int, convs: tuple[tuple[int, int], ...], dropout: float, fft_min_kernel: int | None
-) -> nn.Sequential:
+def conv_stack(cin: int, convs: tuple[tuple[int, int], ...], dropout: float) -> nn.Sequential:
     """Conv units with a 2x2 max-pool after every one but the last."""
     units = []
     for i, (filters, kernel) in enumerate(convs):
-        units.append(ConvUnit(cin, filters, kernel, dropout, pool=i < len(convs) - 1, fft_min_kernel=fft_min_kernel))
+        units.append(ConvUnit(cin, filters, kernel, dropout, pool=i < len(convs) - 1))
         cin = filters
     return nn.Sequential(*units)
 
@@ -96,7 +89,7 @@ class GlobalBranch(nn.Module):
 
     def __init__(self, cfg: ExpressNetConfig) -> None:
         super().__init__()
-        self.convs = conv_stack(cfg.in_channels, cfg.global_convs, cfg.conv_dropout, cfg.fft_min_kernel)
+        self.convs = conv_stack(cfg.in_channels, cfg.global_convs, cfg.conv_dropout)
         side = cfg.input_size // 2 ** (len(cfg.global_convs) - 1)
         if side < 1:
             raise ValueError(f"input size {cfg.input_size} is too small for {len(cfg.global_convs)} pooled convs")
@@ -117,7 +110,7 @@ class LocalBranch(nn.Module):
 
     def __init__(self, cfg: ExpressNetConfig) -> None:
         super().__init__()
-        self.convs = conv_stack(cfg.in_channels, cfg.local_convs, cfg.conv_dropout, cfg.fft_min_kernel)
+        self.convs = conv_stack(cfg.in_channels, cfg.local_convs, cfg.conv_dropout)
         self.out_features = cfg.local_convs[-1][0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +168,13 @@ class ExpressNetMoE(nn.Module):
         """Sum of the MoE auxiliary losses of the last forward pass (0 unless enabled in the config)."""
         return sum((r.aux_loss for r in self.routing.values()), torch.zeros(()))
 
-    def forward(self, x: torch.Tensor, return_routing: bool = False):
+    @overload
+    def forward(self, x: torch.Tensor, return_routing: Literal[False] = False) -> torch.Tensor: ...
+
+    @overload
+    def forward(self, x: torch.Tensor, return_routing: Literal[True]) -> tuple[torch.Tensor, dict[str, Routing]]: ...
+
+    def forward(self, x: torch.Tensor, return_routing: bool = False) -> torch.Tensor | tuple[torch.Tensor, dict]:
         g = self.global_branch(x)
         expression = self.fusion(self.local_branch(x), self.backbone_dropout(self.backbone(x)))
         logits = self.head(torch.cat([self.moe_global(g), self.moe_expression(expression)], dim=1))
@@ -189,24 +188,21 @@ class Preset:
     config: ExpressNetConfig
 
 
-PRESETS: dict[str, Preset] = {}
+PRESETS: Registry[Preset] = Registry("preset")
 
 
 def register_preset(name: str, description: str, config: ExpressNetConfig) -> None:
-    if name in PRESETS:
-        raise ValueError(f"preset {name!r} is already registered")
-    PRESETS[name] = Preset(name, description, config)
+    PRESETS.register(name, Preset(name, description, config))
 
 
 def list_presets() -> list[str]:
-    return sorted(PRESETS)
+    return PRESETS.names()
 
 
 def get_config(preset: str, num_classes: int = 7, **overrides: Any) -> ExpressNetConfig:
-    """The config of a named preset with ``num_classes`` and any field overridden."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; available: {', '.join(list_presets())}")
-    cfg = replace(PRESETS[preset].config, num_classes=num_classes)
+    """The config of a named preset with ``num_classes`` and any field overridden (``ValueError`` for an
+    unknown preset, listing the known ones)."""
+    cfg = replace(PRESETS.get(preset).config, num_classes=num_classes)
     if not overrides:
         return cfg
     merged = cfg.to_dict()
@@ -218,9 +214,10 @@ def get_config(preset: str, num_classes: int = 7, **overrides: Any) -> ExpressNe
 
 
 def create_model(
-    preset: str = "paper", num_classes: int = 7, backbone_weights: Any = None, **overrides: Any
+    preset: str = "compact", num_classes: int = 7, backbone_weights: Any = None, **overrides: Any
 ) -> ExpressNetMoE:
-    """Build a named preset; ``overrides`` replace config fields (e.g. ``top_k=1``, ``input_size=112``).
+    """Build a named preset (default ``compact``, as training; ``create_model("paper")`` is the paper's network);
+    ``overrides`` replace config fields (e.g. ``top_k=1``, ``input_size=112``).
 
     ``backbone_weights`` (a file or state dict with torchvision ResNet names) initialises the residual backbone.
     """

@@ -1,10 +1,11 @@
 """'Same'-padded 2-D convolution that switches to FFT for large kernels.
 
 A 75x75 kernel costs ~14 s per 224x224 image as a direct convolution on two CPU cores; through the
-FFT it costs milliseconds. :class:`SameConv2d` is a drop-in :class:`torch.nn.Conv2d` (same parameter
-names and shapes, stride 1, ``padding="same"``) that uses :func:`fft_conv2d_same` when its kernel is at
-least ``fft_min_kernel`` pixels, and ``torch.nn.functional.conv2d`` otherwise. Padding follows PyTorch
-(and TensorFlow) 'same': for even kernels the extra row/column of padding goes to the bottom/right.
+FFT it costs milliseconds, while at 48 px a 17x17 kernel is faster direct. :class:`SameConv2d` is a drop-in
+:class:`torch.nn.Conv2d` (same parameter names and shapes, stride 1, ``padding="same"``) that decides at run
+time, from the actual input, whether :func:`fft_conv2d_same` pays (:func:`use_fft`); nothing about it is stored
+in checkpoints. Tracing and ONNX export always take the direct path (ONNX has no complex FFT). Padding follows
+PyTorch (and TensorFlow) 'same': for even kernels the extra row/column of padding goes to the bottom/right.
 """
 
 from __future__ import annotations
@@ -13,13 +14,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Chosen by benchmarks/fft_threshold.py on 2 Zen 4 cores over the paper preset's layers: the FFT path wins
-# clearly from 25x25 kernels on, is even at 15x15 (it depends on channels and map size) and loses below.
-DEFAULT_FFT_MIN_KERNEL = 16
+# The run-time rule, measured by benchmarks/fft_threshold.py on 2 Zen 4 cores (ms per image, direct / FFT):
+# 1->8 ch 48 px 17x17: 0.20 / 0.38 (direct wins); 8->16 24 px 11x11: 0.19 / 0.27; 3->8 64 px 21x21: 0.77 / 0.40;
+# 32->64 28 px 15x15: 6.9 / 4.0; 16->32 56 px 25x25: 28.6 / 2.5; 3->8 224 px 75x75: 32,700 / 15. FFT wins once a
+# layer's direct multiply-accumulates per image pass ~2e7 (with kernels of 15 and more); batch size barely matters.
+FFT_MIN_KERNEL = 15
+FFT_MIN_MACS = 2e7
+
+
+def use_fft(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the FFT path is faster for input ``x`` (N, C, H, W) and ``weight`` (O, C, kh, kw) on this call."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    o, c, kh, kw = weight.shape
+    h, w = x.shape[-2:]
+    return min(kh, kw) >= FFT_MIN_KERNEL and kh * kw * c * o * h * w >= FFT_MIN_MACS
 
 
 def _fast_size(n: int) -> int:
-    """Smallest integer >= n whose prime factors are 2, 3 and 5 (fast for pocketfft/MKL)."""
+    """Smallest integer >= n whose prime factors are 2, 3 and 5 (fast for pocketfft/MKL). Plain integer
+    arithmetic on a Python int, so tracing records a constant."""
+    n = int(n)
     while True:
         m = n
         for p in (2, 3, 5):
@@ -67,7 +82,8 @@ def fft_conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 class SameConv2d(nn.Conv2d):
-    """Stride-1 'same' convolution; FFT for kernels of at least ``fft_min_kernel`` (``None``: never)."""
+    """Stride-1 'same' convolution; takes the FFT path when :func:`use_fft` says it is faster for the input
+    (``fft=False``: never, e.g. to compare)."""
 
     def __init__(
         self,
@@ -75,19 +91,16 @@ class SameConv2d(nn.Conv2d):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         bias: bool = True,
-        fft_min_kernel: int | None = DEFAULT_FFT_MIN_KERNEL,
+        fft: bool = True,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, padding="same", bias=bias)
-        self.fft_min_kernel = fft_min_kernel
+        self.fft = fft
 
-    @property
-    def uses_fft(self) -> bool:
-        return self.fft_min_kernel is not None and min(self.kernel_size) >= self.fft_min_kernel
+    def uses_fft(self, input_size: int) -> bool:
+        """Whether a square ``input_size`` map takes the FFT path."""
+        return self.fft and use_fft(torch.empty(0, 0, input_size, input_size), self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.uses_fft:
+        if self.fft and use_fft(x, self.weight):
             return fft_conv2d_same(x, self.weight, self.bias).to(x.dtype)
         return super().forward(x)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (", fft=True" if self.uses_fft else "")

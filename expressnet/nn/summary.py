@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .expressnet import ExpressNetMoE
+from .fft_conv import SameConv2d, use_fft
 
 PARTS = {
     "global": ("global_branch",),
@@ -52,16 +53,7 @@ def model_costs(model: ExpressNetMoE) -> dict[str, PartCost]:
                 macs[part] += _layer_macs(mod, out)
 
             hooks.append(module.register_forward_hook(hook))
-    cfg = model.config
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _probe(model, hooks)
     costs = {}
     for part, prefixes in PARTS.items():
         params = sum(p.numel() for prefix in prefixes for p in getattr(model, prefix).parameters() if p.requires_grad)
@@ -73,3 +65,33 @@ def model_costs(model: ExpressNetMoE) -> dict[str, PartCost]:
 def batchnorm_statistics(model: nn.Module) -> int:
     """Entries of BatchNorm running mean/variance (Keras counts these as non-trainable parameters)."""
     return sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+
+
+def fft_layers(model: ExpressNetMoE) -> list[tuple[int, int]]:
+    """(kernel, map size) of each 'same' convolution that takes the FFT path at the model's input size."""
+    found: list[tuple[int, int]] = []
+    hooks = []
+    for module in model.modules():
+        if isinstance(module, SameConv2d):
+
+            def hook(mod, inputs, _out):
+                if mod.fft and use_fft(inputs[0], mod.weight):
+                    found.append((mod.kernel_size[0], inputs[0].shape[-1]))
+
+            hooks.append(module.register_forward_hook(hook))
+    _probe(model, hooks)
+    return found
+
+
+def _probe(model: ExpressNetMoE, hooks: list) -> None:
+    """One eval-mode forward pass of a blank image, then remove ``hooks``."""
+    cfg = model.config
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)

@@ -1,10 +1,12 @@
-"""Batched classification of prepared face crops (uint8 (N, C, S, S)) -> class probabilities."""
+"""Batched logits of prepared face crops (uint8 (N, C, S, S)) through a torch module: uint8 -> [0, 1] floats,
+autocast, flip averaging (the mean of the logits of the image and its mirror) and the one softmax."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,3 +60,11 @@ def predict_logits(
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, computed in float64 (probabilities sum to 1)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

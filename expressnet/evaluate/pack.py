@@ -1,0 +1,69 @@
+"""Package a trained checkpoint for shipping: int8 weights, a softmax temperature fitted on the validation split
+(never on test) and folded into the model, and the packed model's own metrics recorded in its metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import INT8, fold_temperature, load_checkpoint, pack_checkpoint, save_checkpoint
+from ..data import load_dataset, prepare_split
+from ..hub import load_model, resolve_model
+from ..runtime import predict_logits
+from .calibration import fit_temperature
+from .core import evaluate_prepared
+
+BRIEF = ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece", "nll")
+
+
+@dataclass
+class PackResult:
+    path: Path
+    temperature: float | None = None  # the model's temperature after packing, when calibrated
+    calibrated_on: str | None = None
+    metrics: dict[str, dict] = field(default_factory=dict)  # role (val/test) -> brief metrics of the packed model
+
+
+def pack_model(
+    source: str | Path,
+    target: str | Path,
+    weights: str = INT8,
+    data: str | None = None,
+    val_split: str = "val",
+    test_split: str = "test",
+    calibrate: bool = True,
+) -> PackResult:
+    """Copy ``source`` (a checkpoint, run folder or shipped name) to ``target`` with ``weights`` storage; with
+    ``data``, fit a temperature on its ``val_split`` (if ``calibrate``) and record the packed model's metrics on
+    ``val_split`` and ``test_split`` in the metadata (``metrics.packed``). The source is never modified."""
+    out = pack_checkpoint(resolve_model(source), target, weights)
+    result = PackResult(Path(out))
+    if data is None:
+        return result
+    net = load_model(out)
+    tta = net.metadata.get("tta_flip", False)
+    dataset = load_dataset(data)
+    chosen = {"val": dataset.split(val_split), "test": dataset.split(test_split)}
+    prepared = {
+        role: prepare_split(split.relabel(net.class_names), net.preprocessing) for role, split in chosen.items()
+    }
+    fields = {}
+    if calibrate:
+        val = prepared["val"]
+        logits = predict_logits(net, val.images, tta_flip=tta)  # already divided by any earlier temperature
+        extra = fit_temperature(logits, val.labels)
+        fold_temperature(net.head, extra)
+        result.temperature = net.metadata.get("temperature", 1.0) * extra
+        result.calibrated_on = chosen["val"].name
+        calibration = {"method": "temperature", "data": dataset.name, "split": chosen["val"].name}
+        fields = {"temperature": result.temperature, "calibration": calibration}
+    for role, split in chosen.items():
+        with torch.no_grad():
+            m = evaluate_prepared(net, prepared[role], tta, routing=False)
+        result.metrics[role] = {k: m[k] for k in BRIEF} | {"data": dataset.name, "split": split.name}
+    state, meta = load_checkpoint(out)
+    metrics = {**meta.get("metrics", {}), "packed": result.metrics}
+    save_checkpoint(out, state, {**meta, **fields, "metrics": metrics})
+    return result

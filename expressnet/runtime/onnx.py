@@ -1,0 +1,262 @@
+"""ONNX export and the ONNX Runtime backend.
+
+``export_onnx(model, "model.onnx")`` writes a graph with a dynamic batch axis (input ``images``: float32
+(N, C, S, S) in [0, 1]; output ``logits``), with the model's metadata in ``metadata_props["expressnet"]``
+(classes, preprocessing, tta_flip, the temperature already folded into the weights, the source weights'
+sha256). ``int8=True`` adds static int8 quantisation (QDQ, per-channel weights) calibrated on images the caller
+gives, which must come from a training split (see :func:`calibration_images`).
+
+Needs the ``export`` extra (onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..checkpoint import CheckpointError
+from ..data import load_dataset, prepare_split
+from ..data.prepare import Preprocessing
+from ..faces.model_files import cache_dir
+from ..hub import load_model, resolve_model, shipped_onnx
+from ..io import atomic_output
+from .batched import to_float
+from .classifier import Classifier, ModelSpec
+
+FORMAT = "expressnet-onnx/1"
+META_KEY = "expressnet"
+INPUT, OUTPUT = "images", "logits"
+OPSET = 17
+
+
+def _require_onnx():
+    try:
+        import onnx  # optional dependency: the export extra
+        import onnxruntime
+    except ImportError as exc:
+        raise CheckpointError(
+            f"ONNX support needs the export extra: pip install 'expressnet[export]' ({exc.name} is missing)"
+        ) from exc
+    return onnx, onnxruntime
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_metadata(model: nn.Module, weights: str) -> dict[str, Any]:
+    """What an ONNX file carries about the model it was exported from."""
+    meta = model.metadata
+    source = getattr(model, "source", None)
+    return {
+        "format": FORMAT,
+        "package_version": __version__,
+        "class_names": list(model.class_names),
+        "preprocessing": model.preprocessing.to_dict(),
+        "tta_flip": bool(meta.get("tta_flip", False)),
+        "temperature": meta.get("temperature", 1.0),
+        "temperature_folded": True,
+        "weights": weights,
+        "preset": meta.get("preset"),
+        "source": str(source) if source else None,
+        "source_sha256": file_sha256(source) if source and Path(source).is_file() else None,
+        "metrics": meta.get("metrics", {}),
+        "data": meta.get("data", {}),
+    }
+
+
+def _set_metadata(onnx_model, meta: dict[str, Any]) -> None:
+    del onnx_model.metadata_props[:]
+    entry = onnx_model.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta, default=str)
+
+
+class _LogitsOnly(nn.Module):
+    """The model's ``forward(x) -> logits`` alone, for tracing."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def export_onnx(
+    model: nn.Module,
+    target: str | Path,
+    int8: bool = False,
+    calibration: np.ndarray | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Export ``model`` (from :func:`expressnet.load_model`) to ``target``; with ``int8``, quantise it statically
+    on ``calibration`` (uint8 crops (N, C, S, S) from a training split). The file appears whole or not at all."""
+    onnx, _ = _require_onnx()
+    if int8 and (calibration is None or len(calibration) == 0):
+        raise ValueError("int8 export needs calibration images (uint8 crops from a training split)")
+    pre: Preprocessing = model.preprocessing
+    model = model.float().eval().cpu()
+    dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
+    with tempfile.TemporaryDirectory(prefix="expressnet-onnx-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the MoE's routing record, not in the graph
+            torch.onnx.export(
+                _LogitsOnly(model),
+                (dummy,),
+                str(fp32),
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        final = fp32
+        if int8:
+            final = Path(tmp) / "int8.onnx"
+            _quantize(fp32, final, calibration, Path(tmp))
+        graph = onnx.load(str(final))
+        _set_metadata(graph, onnx_metadata(model, "int8-qdq-per-channel" if int8 else "float32"))
+        with atomic_output(target) as out:
+            onnx.save(graph, str(out))
+    return Path(target)
+
+
+def _quantize(source: Path, target: Path, calibration: np.ndarray, tmp: Path) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, images: np.ndarray, batch: int = 32) -> None:
+            self.batches = iter(
+                [to_float(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
+            )
+
+        def get_next(self):
+            x = next(self.batches, None)
+            return None if x is None else {INPUT: x}
+
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(target),
+        Reader(calibration),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        op_types_to_quantize=["Conv", "Gemm", "MatMul"],  # BatchNorm follows ReLU here and stays float
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def calibration_images(
+    pre: Preprocessing, data: str, split: str = "train", count: int = 512, seed: int = 0
+) -> np.ndarray:
+    """A seeded random sample of ``count`` images of a dataset's training split, prepared as ``pre`` says."""
+    if split not in ("train", "Training") and not split.startswith("train"):
+        raise ValueError(f"calibration uses training images only, not split {split!r}")
+    source = load_dataset(data).split(split)
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(source), size=min(count, len(source)), replace=False))
+    return prepare_split(source.subset(picked), pre, progress=False).images.numpy()
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    onnx, _ = _require_onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX file not found")
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
+        raise CheckpointError(f"{path}: not an ONNX file ({type(exc).__name__}: {exc})") from exc
+    props = {p.key: p.value for p in graph.metadata_props}
+    if META_KEY not in props:
+        raise CheckpointError(f"{path}: no ExpressNet metadata (export it with `expressnet export`)")
+    meta = json.loads(props[META_KEY])
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unsupported ONNX metadata format {meta.get('format')!r} (expected {FORMAT})")
+    return meta
+
+
+class OnnxClassifier(Classifier):
+    """An ``.onnx`` file from ``expressnet export`` run by ONNX Runtime (CPU). Safe to call from several threads."""
+
+    backend = "onnx"
+
+    def __init__(
+        self, path: str | Path, *, tta_flip: bool | None = None, batch_size: int = 64, threads: int | None = None
+    ) -> None:
+        _, ort = _require_onnx()
+        meta = read_onnx_metadata(path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+        super().__init__(
+            tuple(meta["class_names"]),
+            Preprocessing.from_dict(meta["preprocessing"]),
+            meta,
+            str(path),
+            tta_flip,
+            batch_size,
+        )
+
+    def _batch_logits(self, images: np.ndarray, tta_flip: bool) -> np.ndarray:
+        x = images.astype(np.float32) / np.float32(255.0)
+        if tta_flip:
+            both = self.session.run([OUTPUT], {INPUT: np.concatenate([x, x[..., ::-1]])})[0]
+            return (both[: len(x)] + both[len(x) :]) / 2
+        return self.session.run([OUTPUT], {INPUT: x})[0]
+
+
+def cached_export(model: ModelSpec) -> Path:
+    """A float32 ONNX export of a checkpoint, built once into the user cache (keyed by the weights' sha256)."""
+    source = resolve_model(model)
+    target = cache_dir().parent / "onnx" / f"{file_sha256(source)[:20]}.onnx"
+    if not target.is_file():
+        export_onnx(load_model(source), target)
+    return target
+
+
+def onnx_classifier(
+    model: ModelSpec,
+    *,
+    tta_flip: bool | None = None,
+    precision: str = "fp32",
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+) -> OnnxClassifier:
+    """The ``onnx`` backend: an ``.onnx`` file, a shipped model's int8 ONNX file, or a checkpoint exported to
+    float32 ONNX on first use."""
+    if isinstance(model, nn.Module):
+        raise ValueError("the onnx backend runs files; export the module with expressnet.runtime.export_onnx")
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"the onnx backend runs on the CPU, not {device}")
+    path = Path(str(model)) if str(model).endswith(".onnx") else shipped_onnx(model) or cached_export(model)
+    return OnnxClassifier(path, tta_flip=tta_flip, batch_size=batch_size, threads=threads)
