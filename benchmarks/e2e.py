@@ -23,7 +23,7 @@ from timing import calls_per_second
 from expressnet import Recognizer
 from expressnet.data import data_root
 from expressnet.data.images import read_image
-from expressnet.infer.video import VideoSource
+from expressnet.infer.sources import VideoSource
 
 ASSET = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
 
@@ -62,8 +62,8 @@ def main() -> None:
     recognizer = Recognizer(args.model, detector_options={"threads": args.threads})
     pre = recognizer.preprocessing
     print(f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
-    print(f"model: {pre.input_size}x{pre.input_size}x{pre.channels}, tta_flip={recognizer.tta_flip}; "
-          f"detector: {recognizer.detector!r}")  # fmt: skip
+    model = f"{pre.input_size}x{pre.input_size}x{pre.channels}, tta_flip={recognizer.tta_flip}"
+    print(f"model: {model}; backend: {recognizer.classifier.backend}; detector: {recognizer.detector!r}")
 
     rows = []
     frame = one_face_frame()

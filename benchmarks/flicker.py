@@ -20,7 +20,7 @@ import torch
 
 from expressnet import Recognizer
 from expressnet.data import data_root
-from expressnet.infer.video import ProbabilitySmoother, flicker_rate, label_changes
+from expressnet.infer.smoothing import ProbabilitySmoother, flicker_rate, label_changes
 
 VIDEOS = ("WolfgangLanger_Pexels_pyfeat.mp4", "single_face_pyfeat.mp4")
 
@@ -52,8 +52,8 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     videos = args.videos or [data_root() / "photos" / "video" / name for name in VIDEOS]
     recognizer = Recognizer(args.model, detector_options={"threads": args.threads})
-    print(f"{'video':34s} {'smoothing':>10s} {'tracks':>6s} {'frames':>6s} {'changes':>7s} {'changes/s':>9s} "
-          f"{'flicker':>8s}")  # fmt: skip
+    header = ("smoothing", 10), ("tracks", 6), ("frames", 6), ("changes", 7), ("changes/s", 9), ("flicker", 8)
+    print(f"{'video':34s} " + " ".join(f"{name:>{width}s}" for name, width in header))
     for video in videos:
         if not video.is_file():
             print(f"{video}: not found, skipped")
@@ -66,8 +66,8 @@ def main() -> None:
             changes = sum(label_changes(s) for s in sequences)
             setting = "off" if alpha is None else f"alpha {alpha}"
             per_second = changes / seconds if seconds else 0.0
-            print(f"{video.name[:34]:34s} {setting:>10s} {len(tracks):6d} {frames:6d} {changes:7d} "
-                  f"{per_second:9.2f} {flicker_rate(sequences):8.3f}")  # fmt: skip
+            counts = f"{len(tracks):6d} {frames:6d} {changes:7d} {per_second:9.2f} {flicker_rate(sequences):8.3f}"
+            print(f"{video.name[:34]:34s} {setting:>10s} {counts}")
 
 
 if __name__ == "__main__":

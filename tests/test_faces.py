@@ -48,8 +48,10 @@ def test_crop_rule_clips_to_the_image():
 
 
 def test_anchor_counts_and_centres():
-    short, full = (ssd_anchors(m.input_size, m.strides, m.interpolated_scale_aspect_ratio) for m in
-                   (MODELS["short"], MODELS["full"]))  # fmt: skip
+    short, full = (
+        ssd_anchors(m.input_size, m.strides, m.interpolated_scale_aspect_ratio)
+        for m in (MODELS["short"], MODELS["full"])
+    )
     assert len(short) == 896 and len(full) == 2304
     # short: 16x16 cells x 2 anchors, then 8x8 cells x 6 (three stride-16 layers share one grid)
     np.testing.assert_allclose(short[0], short[1])

@@ -30,8 +30,12 @@ runner = CliRunner()
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = create_model("tiny", num_classes=7)
-    meta = {"model_config": model.config.to_dict(), "class_names": list(FER2013_CLASSES),
-            "preprocessing": Preprocessing(48, 1).to_dict(), "tta_flip": False}  # fmt: skip
+    meta = {
+        "model_config": model.config.to_dict(),
+        "class_names": list(FER2013_CLASSES),
+        "preprocessing": Preprocessing(48, 1).to_dict(),
+        "tta_flip": False,
+    }
     return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", model.state_dict(), meta)
 
 
@@ -66,8 +70,17 @@ def photo_folder(tmp_path) -> Path:
 def test_folder_with_a_corrupt_file(checkpoint, photo_folder, tmp_path):
     before = digest(photo_folder)
     out = tmp_path / "out"
-    result = predict(photo_folder, "--model", checkpoint, "--csv", out / "rows.csv", "--json", out / "rows.jsonl",
-                     "--save-annotated", out / "annotated")  # fmt: skip
+    result = predict(
+        photo_folder,
+        "--model",
+        checkpoint,
+        "--csv",
+        out / "rows.csv",
+        "--json",
+        out / "rows.jsonl",
+        "--save-annotated",
+        out / "annotated",
+    )
     assert result.exit_code == 1, result.output  # some inputs failed; the others were processed
     assert "c_corrupt.jpg" in result.stderr and "3 file(s), 2 frame(s), 1 face(s), 1 failure(s)" in result.stdout
     rows = read_csv(out / "rows.csv")
@@ -76,8 +89,10 @@ def test_folder_with_a_corrupt_file(checkpoint, photo_folder, tmp_path):
     assert sum(float(rows[0][f"p_{c}"]) for c in FER2013_CLASSES) == pytest.approx(1.0, abs=1e-4)
     lines = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     assert len(lines) == 1 and lines[0]["time_s"] is None and lines[0]["emotion"] == rows[0]["emotion"]
-    assert sorted(p.name for p in (out / "annotated").iterdir()) == ["a_astronaut_annotated.jpg",
-                                                                     "b_blank_annotated.png"]  # fmt: skip
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == [
+        "a_astronaut_annotated.jpg",
+        "b_blank_annotated.png",
+    ]
     assert not [p for p in out.rglob(".*")]  # no temporary files left
     assert digest(photo_folder) == before
 
@@ -117,8 +132,21 @@ def test_single_image_to_jsonl_with_other_detectors(checkpoint, tmp_path):
 def test_real_video_rows_and_annotated_video(checkpoint, tmp_path):
     video = real_data("photos/video/WolfgangLanger_Pexels_pyfeat.mp4")
     out = tmp_path / "out.csv"
-    result = predict(video, "--model", checkpoint, "--csv", out, "--every", "10", "--max-frames", "6", "--smooth",
-                     "0.5", "--save-annotated", tmp_path / "annotated")  # fmt: skip
+    result = predict(
+        video,
+        "--model",
+        checkpoint,
+        "--csv",
+        out,
+        "--every",
+        "10",
+        "--max-frames",
+        "6",
+        "--smooth",
+        "0.5",
+        "--save-annotated",
+        tmp_path / "annotated",
+    )
     assert result.exit_code == 0, result.output
     rows = read_csv(out)
     assert [int(r["frame"]) for r in rows] == [0, 10, 20, 30, 40, 50]  # one face per processed frame

@@ -7,6 +7,8 @@ handles gray, gray+alpha, palette, RGBA, CMYK, 16-bit and float images. Failures
 
 from __future__ import annotations
 
+import io
+import struct
 from pathlib import Path
 
 import cv2
@@ -62,31 +64,47 @@ def array_to_rgb(img: np.ndarray, color: str = "rgb") -> np.ndarray:
     return pil_to_rgb(Image.fromarray(np.ascontiguousarray(img)))
 
 
+# what PIL's decoders raise on malformed data (besides OSError); anything else is a bug and propagates
+DECODE_ERRORS = (ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, ZeroDivisionError)
+
+
+def display_name(path: str | Path) -> str:
+    """A path as printable text: bytes that are not UTF-8 (``os.fsdecode`` surrogates) as ``\\xNN``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file as RGB uint8 (H, W, 3); ``DataError`` naming the file if it cannot be read."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not an image")
-    return _decode(path, str(path))
+    """Decode an image file as RGB uint8 (H, W, 3), upright by its EXIF orientation (first frame of an
+    animation or multi-page file); ``DataError`` naming the file if it cannot be read."""
+    name = display_name(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as exc:
+        raise DataError(f"{name}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise DataError(f"{name}: is a directory, not an image") from exc
+    except PermissionError as exc:
+        raise DataError(f"{name}: permission denied") from exc
+    except OSError as exc:
+        raise DataError(f"{name}: cannot read the file ({exc.strerror or exc})") from exc
+    return decode_image_bytes(data, name)
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes (an upload, an archive member) as RGB uint8."""
-    import io
-
-    return _decode(io.BytesIO(data), name)
-
-
-def _decode(source, name: str) -> np.ndarray:
+    """Decode encoded image bytes (a file, an upload, an archive member) as RGB uint8 (H, W, 3), upright by
+    EXIF; ``DataError`` naming ``name`` for empty, truncated, unknown, oversized or otherwise bad data."""
+    if not data:
+        raise DataError(f"{name}: empty file (0 bytes)")
     try:
-        with Image.open(source) as img:
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             return pil_to_rgb(img)
     except UnidentifiedImageError as exc:
         raise DataError(f"{name}: not an image file (unrecognised format)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{name}: image too large to decode safely ({exc})") from exc
+    except (OSError, *DECODE_ERRORS) as exc:
         raise DataError(f"{name}: unreadable image ({exc})") from exc
 
 

@@ -8,17 +8,21 @@ logits, and blending ("weighted") non-maximum suppression with IoU 0.3. Input is
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .base import Detection, FaceDetector, box_iou
+from .base import RETRIES, Detection, FaceDetector, box_iou
 from .model_files import find_model_file
 
 NUM_KEYPOINTS = 6
 SCORE_CLIP = 100.0  # MediaPipe's score_clipping_thresh
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold
+AUTO_TILE_WINDOW = 3.75  # tiles="auto": tile windows at most 3.75 model inputs (720 px at 192) long ...
+MAX_AUTO_TILES = 4  # ... with at most 4 x 4 tiles
 
 
 @dataclass(frozen=True)
@@ -113,26 +117,45 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[in
     return tensor, scale, (pad_x, pad_y)
 
 
+def auto_tiles(height: int, width: int, input_size: int) -> int:
+    """Tiles per side for ``tiles="auto"``: the fewest T whose windows (4L / (3T + 1) px long, L the image's
+    longer side, as they overlap by a quarter) are at most 3.75 model inputs long, capped at 4. With the 192 px
+    full-range input (720 px windows): 1, one pass, up to 720 px; 2 up to 1260 px; 3 up to 1800 px; else 4."""
+    longest = max(height, width)
+    tiles = math.ceil((4 * longest / (AUTO_TILE_WINDOW * input_size) - 1) / 3)
+    return max(1, min(MAX_AUTO_TILES, tiles))
+
+
 class BlazeFaceDetector(FaceDetector):
     """MediaPipe BlazeFace. ``model``: "full" (default; full range, faces within ~5 m), "full-sparse" (the
     pruned full-range file MediaPipe's ``model_selection=1`` runs: slightly faster, finds fewer small faces)
     or "short" (faces within ~2 m). Detections scoring below ``min_score`` are dropped.
 
-    ``tiles`` > 1 also runs the model on a ``tiles`` x ``tiles`` grid of windows overlapping by a quarter
-    (for many small faces in a large photo, e.g. 28 of 29 instead of 0 on a 2048x922 group photo with
-    ~40 px faces at ``tiles=3``; costs 1 + tiles**2 model runs and may add false positives) and merges
-    everything with the same NMS.
+    ``tiles``: "auto" (default; :func:`auto_tiles` from the image size) or a number; T > 1 also runs the
+    model on a T x T grid of windows overlapping by a quarter (small faces in a large photo: 28 of 29 instead
+    of 0 on a 2048x922 group photo with ~40 px faces at T = 3; costs 1 + T**2 model runs) and merges
+    everything with the same NMS; 1 is one pass. ``retry`` and ``no_face``: see :class:`FaceDetector` (the
+    retry copies get one untiled pass each).
     """
 
     name = "blazeface"
 
-    def __init__(self, model: str = "full", min_score: float = 0.5, tiles: int = 1, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str = "full",
+        min_score: float = 0.5,
+        tiles: int | str = "auto",
+        threads: int | None = None,
+        retry: str | Sequence[str] | None = RETRIES,
+        no_face: str = "skip",
+    ) -> None:
+        super().__init__(retry, no_face)
         if model not in MODELS:
             raise ValueError(f"unknown BlazeFace model {model!r} (choose from {', '.join(MODELS)})")
         if not 0 <= min_score <= 1:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
-        if tiles < 1:
-            raise ValueError(f"tiles must be >= 1, got {tiles}")
+        if tiles != "auto" and (not isinstance(tiles, int) or tiles < 1):
+            raise ValueError(f"tiles must be 'auto' or an integer >= 1, got {tiles!r}")
         from ai_edge_litert.interpreter import Interpreter
 
         self.model, self.min_score, self.tiles = model, min_score, tiles
@@ -145,11 +168,16 @@ class BlazeFaceDetector(FaceDetector):
         self.regressor_index, self.score_index = outputs[4 + 2 * NUM_KEYPOINTS], outputs[1]
 
     def __repr__(self) -> str:
-        return f"BlazeFaceDetector(model={self.model!r}, min_score={self.min_score}, tiles={self.tiles})"
+        return (
+            f"BlazeFaceDetector(model={self.model!r}, min_score={self.min_score}, tiles={self.tiles!r}, "
+            f"retry={','.join(self.retries) or 'none'}, no_face={self.no_face!r})"
+        )
 
-    def raw_detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def raw_detections(
+        self, image: np.ndarray, min_score: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (N, 4) x0, y0, x1, y1 and keypoints (N, 6, 2) in image pixels, and scores (N,), of every
-        anchor scoring at least ``min_score`` (before NMS)."""
+        anchor scoring at least ``min_score`` (default: the detector's; before NMS)."""
         size = self.spec.input_size
         tensor, scale, (pad_x, pad_y) = letterbox(image, size)
         self.interpreter.set_tensor(self.input_index, tensor[None])
@@ -160,27 +188,33 @@ class BlazeFaceDetector(FaceDetector):
             self.anchors,
             size,
         )
-        keep = scores >= self.min_score
+        keep = scores >= (self.min_score if min_score is None else min_score)
         offset = np.array([pad_x, pad_y], dtype=np.float32)
         boxes = (boxes[keep].reshape(-1, 2, 2) * size - offset).reshape(-1, 4) / scale
         keypoints = (keypoints[keep] * size - offset) / scale
         return boxes, keypoints, scores[keep]
 
-    def tile_windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """The whole image, then a tiles x tiles grid of windows (x, y, w, h) overlapping by a quarter."""
+    def tile_count(self, height: int, width: int) -> int:
+        """Tiles per side for an image of this size (``tiles``, or :func:`auto_tiles` for "auto")."""
+        return auto_tiles(height, width, self.spec.input_size) if self.tiles == "auto" else self.tiles
+
+    def tile_windows(self, height: int, width: int, tiles: int | None = None) -> list[tuple[int, int, int, int]]:
+        """The whole image, then a T x T grid of windows (x, y, w, h) overlapping by a quarter (T: ``tiles``,
+        default :meth:`tile_count`)."""
+        tiles = self.tile_count(height, width) if tiles is None else tiles
         windows = [(0, 0, width, height)]
-        if self.tiles > 1:
-            span = self.tiles - (self.tiles - 1) / 4  # tiles per side, less the quarter overlaps
-            tw, th = round(width / span), round(height / span)
-            xs = np.linspace(0, width - tw, self.tiles).round().astype(int)
-            ys = np.linspace(0, height - th, self.tiles).round().astype(int)
+        if tiles > 1:
+            span = tiles - (tiles - 1) / 4  # tiles per side, less the quarter overlaps
+            tw, th = max(1, round(width / span)), max(1, round(height / span))
+            xs = np.linspace(0, width - tw, tiles).round().astype(int)
+            ys = np.linspace(0, height - th, tiles).round().astype(int)
             windows += [(int(x), int(y), tw, th) for y in ys for x in xs]
         return windows
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
+    def find(self, image: np.ndarray, tiles: int | None = None, min_score: float | None = None) -> list[Detection]:
         parts = []
-        for x, y, w, h in self.tile_windows(*image.shape[:2]):
-            boxes, keypoints, scores = self.raw_detections(image[y : y + h, x : x + w])
+        for x, y, w, h in self.tile_windows(*image.shape[:2], tiles):
+            boxes, keypoints, scores = self.raw_detections(image[y : y + h, x : x + w], min_score)
             offset = np.array([x, y], dtype=np.float32)
             parts.append((boxes + np.tile(offset, 2), keypoints + offset, scores))
         boxes, keypoints, scores = (np.concatenate(p) for p in zip(*parts))
@@ -190,3 +224,6 @@ class BlazeFaceDetector(FaceDetector):
             landmarks = tuple((float(px), float(py)) for px, py in points)
             detections.append(Detection((x0, y0, x1 - x0, y1 - y0), score, landmarks))
         return detections
+
+    def find_again(self, image: np.ndarray, min_score: float) -> list[Detection]:
+        return self.find(image, tiles=1, min_score=min_score)

@@ -38,18 +38,25 @@ def eye_angle(landmarks: tuple[tuple[float, float], ...]) -> float:
 
 
 def crop_face(image: np.ndarray, detection: Detection, rule: str = "paper", align: bool = False) -> np.ndarray:
-    """The face crop of ``image`` (H, W, C) for ``detection``.
+    """The upright face crop of ``image`` (H, W, C) for ``detection``.
 
-    With ``align`` (and eye landmarks), the image is first rotated about the eye midpoint so the eyes are
-    level; the crop window stays the expanded box, and pixels from outside the image repeat its border.
+    The crop is the expanded box, turned by the detection's ``rotation`` (a face found on a rotated copy).
+    With ``align`` (and eye landmarks), the image is instead rotated about the eye midpoint so the eyes are
+    level (any roll, sideways and upside-down faces included); the window is the expanded box moved with the
+    rotation (its sides swapped when the face lies sideways), and pixels from outside the image repeat its
+    border.
     """
     height, width = image.shape[:2]
     x, y, w, h = expand_box(detection.box, width, height, rule)
     if not align or not detection.landmarks or len(detection.landmarks) <= LEFT_EYE:
-        return image[y : y + h, x : x + w]
+        return np.rot90(image[y : y + h, x : x + w], detection.rotation // 90)
     (rx, ry), (lx, ly) = detection.landmarks[RIGHT_EYE], detection.landmarks[LEFT_EYE]
-    rotation = cv2.getRotationMatrix2D(((rx + lx) / 2, (ry + ly) / 2), eye_angle(detection.landmarks), 1.0)
-    rotation[:, 2] -= (x, y)  # rotate the whole image, then take the window: one warp of the window only
+    angle = eye_angle(detection.landmarks)
+    rotation = cv2.getRotationMatrix2D(((rx + lx) / 2, (ry + ly) / 2), angle, 1.0)
+    cx, cy = rotation @ (x + w / 2, y + h / 2, 1.0)  # the box centre after the rotation
+    if 45 < abs(angle) < 135:
+        w, h = h, w
+    rotation[:, 2] -= (cx - w / 2, cy - h / 2)  # rotate the whole image, then take the window: one warp
     return cv2.warpAffine(
         np.ascontiguousarray(image), rotation, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )

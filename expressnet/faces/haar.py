@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-from .base import Detection, FaceDetector
+from .base import RETRIES, Detection, FaceDetector
 
 CASCADE = "haarcascade_frontalface_default.xml"  # shipped by opencv-python(-headless) < 5
 
@@ -20,7 +21,8 @@ def weight_to_score(weight: float) -> float:
 
 class HaarDetector(FaceDetector):
     """``detectMultiScale3`` on the equalised gray image; faces smaller than ``min_size_fraction`` of the
-    shorter image side (and 24 px) are ignored; the score comes from the cascade's level weight."""
+    shorter image side (and 24 px) are ignored; the score comes from the cascade's level weight. ``retry`` and
+    ``no_face``: see :class:`FaceDetector`."""
 
     name = "haar"
 
@@ -30,7 +32,10 @@ class HaarDetector(FaceDetector):
         min_neighbors: int = 5,
         min_size_fraction: float = 0.04,
         min_score: float = 0.0,
+        retry: str | Sequence[str] | None = RETRIES,
+        no_face: str = "skip",
     ) -> None:
+        super().__init__(retry, no_face)
         path = cv2.data.haarcascades + CASCADE
         self.cascade = cv2.CascadeClassifier(path)
         if self.cascade.empty():
@@ -41,7 +46,7 @@ class HaarDetector(FaceDetector):
     def __repr__(self) -> str:
         return f"HaarDetector(min_neighbors={self.min_neighbors}, min_score={self.min_score})"
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
+    def find(self, image: np.ndarray) -> list[Detection]:
         gray = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
         gray = cv2.equalizeHist(gray)
         side = min(max(24, round(min(gray.shape) * self.min_size_fraction)), min(gray.shape))

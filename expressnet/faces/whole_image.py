@@ -12,6 +12,6 @@ class WholeImageDetector(FaceDetector):
 
     name = "none"
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
+    def find(self, image: np.ndarray) -> list[Detection]:
         height, width = image.shape[:2]
         return [Detection((0.0, 0.0, float(width), float(height)), 1.0)]

@@ -1,4 +1,5 @@
-"""Prediction outputs: one JSONL line / CSV row per face per frame, and annotated images and videos.
+"""Prediction outputs: one JSONL line / CSV row per face per frame (and, with ``all_frames``, one row for each
+frame or image without a face), and annotated images and videos.
 
 Every file is written under a temporary name beside its target and renamed into place when complete.
 """
@@ -18,8 +19,31 @@ import numpy as np
 from ..io import atomic_output
 from .recognizer import Face
 
-FIXED_COLUMNS = ("source", "frame", "time_s", "face", "track_id", "x", "y", "w", "h", "score", "emotion")
+FIXED_COLUMNS = (
+    "source",
+    "frame",
+    "time_s",
+    "face_detected",
+    "face",
+    "track_id",
+    "x",
+    "y",
+    "w",
+    "h",
+    "score",
+    "emotion",
+)
 IMAGE_OUTPUT_SUFFIXES = (".jpg", ".jpeg", ".png")
+PALETTE = {
+    "happy": (46, 204, 64),
+    "neutral": (200, 200, 200),
+    "sad": (0, 116, 217),
+    "angry": (255, 65, 54),
+    "surprise": (255, 220, 0),
+    "fear": (177, 13, 201),
+    "disgust": (61, 153, 112),
+    "contempt": (255, 133, 27),
+}
 
 
 def columns(class_names: Sequence[str]) -> list[str]:
@@ -27,15 +51,24 @@ def columns(class_names: Sequence[str]) -> list[str]:
     return [*FIXED_COLUMNS, *(f"p_{c}" for c in class_names)]
 
 
-def face_rows(source: str, frame: int, time_s: float | None, faces: Sequence[Face]) -> list[dict[str, Any]]:
-    """One row per face (none for a frame without faces). Still images have frame 0 and no time_s."""
+def face_rows(
+    source: str, frame: int, time_s: float | None, faces: Sequence[Face], all_frames: bool = False
+) -> list[dict[str, Any]]:
+    """One row per face. A frame without faces has none, or with ``all_frames`` one row with
+    ``face_detected`` false and every face field empty (None; JSON lines have no ``p_*`` keys). Still
+    images have frame 0 and no time_s; ``face_detected`` is also false for the whole-image fallback
+    (``no_face="whole"``: score 0)."""
+    time_s = None if time_s is None else round(time_s, 4)
+    if not faces and all_frames:
+        return [
+            {**dict.fromkeys(FIXED_COLUMNS), "source": source, "frame": frame, "time_s": time_s, "face_detected": False}
+        ]
     rows = []
     for index, face in enumerate(faces):
         x, y, w, h = face.box
-        row = {"source": source, "frame": frame, "time_s": None if time_s is None else round(time_s, 4),
-               "face": index, "track_id": face.track_id, "x": x, "y": y, "w": w, "h": h,
-               "score": round(face.score, 4), "emotion": face.emotion}  # fmt: skip
-        row.update({f"p_{c}": round(p, 6) for c, p in face.probabilities.items()})
+        row = {"source": source, "frame": frame, "time_s": time_s, "face_detected": face.score > 0}
+        row.update(face=index, track_id=face.track_id, x=x, y=y, w=w, h=h, score=round(face.score, 4))
+        row.update(emotion=face.emotion, **{f"p_{c}": round(p, 6) for c, p in face.probabilities.items()})
         rows.append(row)
     return rows
 
@@ -58,7 +91,9 @@ class RowWriter:
                 self.jsonl_file = self.stack.enter_context(tmp.open("w"))
             if self.targets["csv"] is not None:
                 tmp = self.stack.enter_context(atomic_output(self.targets["csv"]))
-                self.csv_writer = csv.DictWriter(self.stack.enter_context(tmp.open("w", newline="")), self.fields)
+                # file names that are not UTF-8 keep their bytes (JSON escapes them)
+                csv_file = self.stack.enter_context(tmp.open("w", newline="", errors="surrogateescape"))
+                self.csv_writer = csv.DictWriter(csv_file, self.fields, restval="")
                 self.csv_writer.writeheader()
         except BaseException:
             self.stack.close()
@@ -79,11 +114,8 @@ class RowWriter:
 
 def label_color(emotion: str) -> tuple[int, int, int]:
     """A fixed RGB colour per emotion name (the same name, the same colour)."""
-    palette = {"happy": (46, 204, 64), "neutral": (200, 200, 200), "sad": (0, 116, 217), "angry": (255, 65, 54),
-               "surprise": (255, 220, 0), "fear": (177, 13, 201), "disgust": (61, 153, 112),
-               "contempt": (255, 133, 27)}  # fmt: skip
-    if emotion in palette:
-        return palette[emotion]
+    if emotion in PALETTE:
+        return PALETTE[emotion]
     h = sum(map(ord, emotion))
     return (h * 67 % 256, h * 151 % 256, h * 233 % 256)
 
@@ -104,8 +136,8 @@ def draw_faces(rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         top = y - th - base - 2 if y - th - base - 2 >= 0 else y + h  # above the box, else below it
         left = max(0, min(x, out.shape[1] - tw - 2))  # inside the image
         cv2.rectangle(out, (left, top), (left + tw + 2, top + th + base + 2), color, -1)
-        cv2.putText(out, label, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness,
-                    cv2.LINE_AA)  # fmt: skip
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        cv2.putText(out, label, (left + 1, top + th + 1), font, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
     return out
 
 

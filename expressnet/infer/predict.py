@@ -1,9 +1,9 @@
 """``expressnet predict``: run a :class:`Recognizer` over an image, folder, glob, video file or camera and
-write rows (JSONL/CSV), annotated images/videos and a summary. Unreadable inputs are reported and skipped."""
+write rows (JSONL/CSV), annotated images/videos and a summary. Inputs that cannot be read (``DataError``)
+are reported one line each and skipped; anything else is a bug and stops the run."""
 
 from __future__ import annotations
 
-import glob
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, nullcontext
@@ -11,20 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from ..data.base import DataError
-from ..data.images import IMAGE_SUFFIXES
+from ..data.images import display_name
+from ..progress import progress_bar
 from .outputs import RowWriter, VideoWriter, annotated_name, draw_faces, face_rows, write_image
-from .recognizer import Recognizer, load_rgb
-from .video import VideoSource, camera_index, is_video_path
+from .recognizer import Recognizer
+from .sources import VideoSource, check_video_options, expand_source, is_video_path, load_rgb
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
 IMAGE_CHUNK = 8  # images whose faces are classified in one batch
-ERRORS = (DataError, OSError, ValueError, cv2.error)  # per-input failures: reported, then the next input
 
 
 @dataclass
@@ -39,29 +38,6 @@ class PredictSummary:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def expand_source(source: str | Path) -> list[Path] | int:
-    """A camera index, or the input files of a file, a folder (its images and videos, sorted, not
-    recursive) or a glob pattern. Raises :class:`DataError` when nothing matches."""
-    camera = camera_index(source)
-    if camera is not None:
-        return camera
-    path = Path(source)
-    if path.is_dir():
-        files = [p for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-        files += [p for p in sorted(path.iterdir()) if p.is_file() and is_video_path(p)]
-        if not files:
-            raise DataError(f"{path}: no image or video files in this folder")
-        return sorted(files)
-    if path.exists():
-        return [path]
-    if glob.has_magic(str(source)):
-        files = [Path(p) for p in sorted(glob.glob(str(source), recursive=True)) if Path(p).is_file()]
-        if not files:
-            raise DataError(f"{source}: no files match this pattern")
-        return files
-    raise DataError(f"{source}: no such file, folder or camera")
 
 
 def check_outputs(inputs: list[Path], outputs: list[Path | None]) -> None:
@@ -82,16 +58,6 @@ def chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
         yield items[start : start + size]
 
 
-def make_progress(enabled: bool) -> Progress | None:
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=Console(stderr=True), transient=True)
-
-
 @dataclass
 class PredictRun:
     """The state one run shares across its inputs: settings, open row writer, progress, counts."""
@@ -105,9 +71,10 @@ class PredictRun:
     max_frames: int | None
     bar: Progress | None
     warn: Callable[[str], None]
+    all_frames: bool = False
     summary: PredictSummary = field(default_factory=PredictSummary)
 
-    def fail(self, source: str, exc: BaseException) -> None:
+    def fail(self, source: str, exc: DataError) -> None:
         message = str(exc) if source in str(exc) else f"{source}: {exc}"
         self.summary.failures[source] = message
         self.warn(message)
@@ -119,35 +86,21 @@ class PredictRun:
             self.summary.files += 1
             try:
                 decoded.append((path, load_rgb(path)))
-            except ERRORS as exc:
-                self.fail(str(path), exc)
-        try:
-            results = self.recognizer.predict_rgb([rgb for _, rgb in decoded])
-        except ERRORS:  # one bad image must not sink the chunk: redo them one by one
-            results = []
-            for path, rgb in decoded:
-                try:
-                    results.append(self.recognizer.predict_rgb([rgb])[0])
-                except ERRORS as exc:
-                    self.fail(str(path), exc)
-                    results.append(None)
+            except DataError as exc:
+                self.fail(display_name(path), exc)
+        results = self.recognizer.predict_rgb([rgb for _, rgb in decoded])
         for (path, rgb), faces in zip(decoded, results):
-            if faces is None:
-                continue
             self.summary.frames += 1
             self.summary.faces += len(faces)
-            self.rows.write(face_rows(str(path), 0, None, faces))
+            self.rows.write(face_rows(display_name(path), 0, None, faces, self.all_frames))
             if self.out_dir is not None:
-                try:
-                    target = annotated_name(path, False, self.out_dir, self.avoid)
-                    self.summary.outputs.append(str(write_image(target, draw_faces(rgb, faces))))
-                except ERRORS as exc:
-                    self.fail(str(path), exc)
+                target = annotated_name(path, False, self.out_dir, self.avoid)
+                self.summary.outputs.append(str(write_image(target, draw_faces(rgb, faces))))
 
     def video(self, source: Path | int) -> None:
         """One video file or camera: rows per face per processed frame, and the annotated video if asked."""
         self.summary.files += 1
-        name = f"camera:{source}" if isinstance(source, int) else str(source)
+        name = f"camera:{source}" if isinstance(source, int) else display_name(source)
         try:
             with ExitStack() as stack:
                 video = stack.enter_context(VideoSource(source, self.every, self.max_frames))
@@ -160,7 +113,7 @@ class PredictRun:
                     for result in self.recognizer.predict_frames(video, self.smooth):
                         self.summary.frames += 1
                         self.summary.faces += len(result.faces)
-                        self.rows.write(face_rows(name, result.frame, result.time_s, result.faces))
+                        self.rows.write(face_rows(name, result.frame, result.time_s, result.faces, self.all_frames))
                         if writer is not None:
                             writer.write(draw_faces(result.image, result.faces))
                         if task is not None:
@@ -171,7 +124,7 @@ class PredictRun:
                     self.bar.remove_task(task)
             if writer is not None and writer.path.exists():
                 self.summary.outputs.append(str(writer.path))
-        except ERRORS as exc:
+        except DataError as exc:
             self.fail(name, exc)
 
 
@@ -186,16 +139,15 @@ def run_predict(
     max_frames: int | None = None,
     progress: bool = True,
     warn: Callable[[str], None] | None = None,
+    all_frames: bool = False,
 ) -> PredictSummary:
     """Process ``source`` and write the outputs; returns the counts, failures and files written.
+    ``all_frames`` writes a row (``face_detected`` false) for each processed frame or image without a face.
 
     Raises :class:`DataError` when ``source`` matches nothing and ``ValueError`` for unusable settings or
     output paths. Ctrl+C stops early and keeps what was written so far (the way to end a camera run).
     """
-    if every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
-    if smooth is not None and not 0 < smooth <= 1:
-        raise ValueError(f"--smooth must be in (0, 1], got {smooth}")
+    check_video_options(every, smooth)
     inputs = expand_source(source)
     files = [] if isinstance(inputs, int) else inputs
     jsonl, csv_path = (None if p is None else Path(p) for p in (jsonl, csv_path))
@@ -204,10 +156,10 @@ def run_predict(
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: --save-annotated needs a folder")
     avoid = {p.resolve() for p in [*files, jsonl, csv_path] if p is not None}
-    bar = make_progress(progress)
+    bar = progress_bar(enabled=progress)
+    warn = warn or (lambda message: print(f"error: {message}", file=sys.stderr))
     with bar or nullcontext(), RowWriter(recognizer.class_names, jsonl, csv_path) as rows:
-        run = PredictRun(recognizer, rows, out_dir, avoid, every, smooth, max_frames, bar,
-                         warn or (lambda message: print(f"error: {message}", file=sys.stderr)))  # fmt: skip
+        run = PredictRun(recognizer, rows, out_dir, avoid, every, smooth, max_frames, bar, warn, all_frames)
         try:
             if isinstance(inputs, int):
                 run.video(inputs)
