@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-peers reports clean
+.PHONY: install demo test lint bench bench-peers bench-serve serve reports clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test: install
 lint: install
 	$(BIN)/ruff check expressnet tests benchmarks
 	$(BIN)/ruff format --check expressnet tests benchmarks
+
+# The HTTP API and the browser page on http://127.0.0.1:8000/ (options: make serve ARGS="--port 9000 --workers 2")
+serve: install
+	$(BIN)/expressnet serve $(ARGS)
+
+# Load (200 clients, 60 s) and fuzz the service on a free 127.0.0.1 port
+bench-serve: install
+	$(BIN)/python benchmarks/serve_load.py $(ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/model_speed.py

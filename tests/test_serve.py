@@ -282,6 +282,7 @@ def test_unknown_route_and_method(client):
 
 def test_huge_headers_431(client):
     assert_error(client.get("/healthz", headers={"x-big": "a" * 20_000}), 431, "headers")
+    assert_error(client.get("/healthz", headers={f"x-h{i}": "v" for i in range(150)}), 431, "at most 100 headers")
 
 
 def test_health_ready_models(client):

@@ -21,6 +21,7 @@ log = logging.getLogger("expressnet.serve")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
 
 
 class RequestIdFilter(logging.Filter):
@@ -45,7 +46,8 @@ class RequestContext:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        headers = dict(raw_headers)
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -70,8 +72,14 @@ class RequestContext:
             await send(message)
 
         try:
-            if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADER_BYTES:
-                await self.plain_error(send, 431, "request headers are too large", request_id, scope)
+            if len(raw_headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in raw_headers) > MAX_HEADER_BYTES:
+                await self.plain_error(
+                    send,
+                    431,
+                    f"request headers are too large (at most {MAX_HEADERS} headers, {MAX_HEADER_BYTES:,} bytes)",
+                    request_id,
+                    scope,
+                )
                 status["code"] = 431
             else:
                 await self.app(scope, receive, send_with_id)

@@ -94,14 +94,16 @@ function drawBoxes(overlay, faces, width, height) {
     const [x, y, w, h] = face.box;
     const c = color(face.emotion);
     const box = el("div", {
-      class: "face-box" + (y / height < 0.08 ? " below" : ""),
+      class: "face-box" + (y / height < 0.08 ? " below" : "") + ((x + w) / width > 0.85 ? " right" : ""),
       style: `--c:${c};left:${(100 * x) / width}%;top:${(100 * y) / height}%;width:${(100 * w) / width}%;height:${(100 * h) / height}%`,
       "data-face": String(i),
       "data-emotion": face.emotion,
     });
-    const label = el("div", { class: "face-label" });
+    // many (small) faces: numbers only, the list beside has the rest
+    const compact = faces.length > 8 || (100 * w) / width < 4;
+    const label = el("div", { class: compact ? "face-label compact" : "face-label" });
     label.append(el("span", { class: "num" }, face.track_id != null ? `#${face.track_id}` : `${i + 1}`));
-    label.append(`${face.emotion} ${pct(face.probabilities[face.emotion])}`);
+    if (!compact) label.append(`${face.emotion} ${pct(face.probabilities[face.emotion])}`);
     box.append(label);
     overlay.append(box);
   });
