@@ -12,11 +12,12 @@ import pytest
 from conftest import real_data
 
 from expressnet.data.images import read_image
-from expressnet.faces import Detection, create_detector, crop_face, detections_from_boxes, expand_box
+from expressnet.faces import DETECTORS, Detection, create_detector, crop_face, detections_from_boxes, expand_box
 from expressnet.faces import model_files as mf
-from expressnet.faces.base import box_iou
-from expressnet.faces.blazeface import MODELS, decode, letterbox, ssd_anchors, weighted_nms
+from expressnet.faces.base import View, box_iou, turns_to_upright
+from expressnet.faces.blazeface import MODELS, auto_tiles, decode, letterbox, ssd_anchors, weighted_nms
 from expressnet.faces.crop import eye_angle
+from expressnet.registry import Registry
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
 # PROVENANCE.md face counts (acceptance: BlazeFace within +-1)
@@ -229,3 +230,135 @@ def test_group_photo_face_counts(blazeface, name):
 @pytest.mark.data
 def test_no_face_on_the_landscape(blazeface):
     assert blazeface.detect(read_image(real_data("photos/hard/noface_landscape_insightface.jpg"))) == []
+
+
+def test_detectors_registry_is_lazy():
+    assert isinstance(DETECTORS, Registry) and DETECTORS.names() == ["blazeface", "haar", "none"]
+    assert DETECTORS.get("none").__name__ == "WholeImageDetector"
+
+
+def test_auto_tiles_from_the_image_size(blazeface):
+    # windows (4L / (3T + 1) px) at most 3.75 inputs (720 px) long; 640x480 stays one pass
+    assert [auto_tiles(h, w, 192) for h, w in ((480, 640), (720, 720), (720, 1280), (922, 2048), (9000, 9000))] == [
+        1,
+        1,
+        3,
+        4,
+        4,
+    ]
+    assert auto_tiles(600, 1260, 192) == 2 and auto_tiles(600, 1261, 192) == 3
+    assert blazeface.tiles == "auto" and len(blazeface.tile_windows(480, 640)) == 1
+    assert len(blazeface.tile_windows(922, 2048)) == 1 + 16 and len(blazeface.tile_windows(922, 2048, 1)) == 1
+    with pytest.raises(ValueError, match="tiles"):
+        create_detector("blazeface", tiles=0)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("pad", [(0, 0), (7, 3)])
+def test_retry_views_map_back_to_the_original(rotation, pad):
+    image = np.zeros((30, 40, 3), dtype=np.uint8)
+    image[7, 5] = 255  # the pixel whose centre is (5.5, 7.5)
+    view = View(rotation, pad, (30, 40))
+    copy = view.apply(image)
+    turned = np.array((40, 30) if rotation % 180 else (30, 40))
+    assert copy.shape[:2] == tuple(turned + 2 * np.array(pad[::-1]))
+    y, x = np.argwhere(copy[..., 0] == 255)[0]
+    assert view.point_to_original(x + 0.5, y + 0.5) == pytest.approx((5.5, 7.5))
+    found = view.to_original(Detection((x, y, 1.0, 1.0), 0.9, ((x + 0.5, y + 0.5),)))
+    assert found.box == pytest.approx((5, 7, 1, 1)) and found.rotation == rotation
+
+
+def test_crops_of_rotated_detections_are_upright():
+    image = np.arange(60 * 80 * 3, dtype=np.uint8).reshape(60, 80, 3)
+    plain = crop_face(image, Detection((20, 10, 30, 40), 0.9), rule="box")
+    turned = crop_face(image, Detection((20, 10, 30, 40), 0.9, rotation=90), rule="box")
+    np.testing.assert_array_equal(turned, np.rot90(plain))
+
+
+def test_turns_to_upright_from_landmarks():
+    upright = ((40, 40), (60, 40), (50, 50), (50, 60))  # right eye, left eye, nose, mouth
+    assert turns_to_upright(Detection((30, 30, 40, 40), 0.9, upright)) == 0
+    # turned a quarter counter-clockwise (mouth to the right of the eyes): three more quarters make it upright
+    assert turns_to_upright(Detection((30, 30, 40, 40), 0.9, ((40, 60), (40, 40), (50, 50), (60, 50)))) == 3
+    assert turns_to_upright(Detection((30, 30, 40, 40), 0.9, ((40, 40), (40, 60), (50, 50), (30, 50)))) == 1
+    tilted = ((40, 40), (60, 55), (48, 52), (44, 62))  # a head tilted ~35 degrees stays as it is
+    assert turns_to_upright(Detection((30, 30, 40, 40), 0.9, tilted)) == 0
+
+
+def test_tight_crops_and_turned_photos_are_found_upright(blazeface):
+    photo = read_image(ASTRONAUT)
+    x, y, w, h = blazeface.detect(photo)[0].clipped_box(512, 512)
+    m = round(0.1 * w)  # the box less 10 % on each side: the face fills the frame
+    tight = np.ascontiguousarray(photo[y + m : y + h - m, x + m : x + w - m])
+    assert blazeface.find(tight) == []  # one pass misses a face that fills the frame ...
+    found = blazeface.detect(tight)  # ... the padded retry finds it
+    assert len(found) == 1 and found[0].rotation == 0 and found[0].box[2] > 0.5 * w
+    for turns in (1, 2, 3):
+        turned = np.ascontiguousarray(np.rot90(photo, turns))
+        found = blazeface.detect(turned)
+        assert len(found) == 1 and found[0].rotation == (4 - turns) % 4 * 90, turns
+        crop = crop_face(turned, found[0])
+        upright = crop_face(photo, blazeface.detect(photo)[0])
+        assert abs(crop.shape[0] - upright.shape[0]) < 0.2 * upright.shape[0]
+    no_retry = create_detector("blazeface", threads=1, retry="none")
+    assert no_retry.detect(tight) == []
+
+
+def test_no_face_rule(blazeface):
+    gray = np.full((240, 320, 3), 90, dtype=np.uint8)
+    assert blazeface.detect(gray) == []
+    whole = create_detector("blazeface", threads=1, no_face="whole")
+    assert whole.detect(gray) == [Detection((0.0, 0.0, 320.0, 240.0), 0.0)]
+    with pytest.raises(ValueError, match="no_face"):
+        create_detector("haar", no_face="guess")
+    with pytest.raises(ValueError, match="retry"):
+        create_detector("haar", retry="flip")
+
+
+@pytest.mark.data
+def test_small_faces_found_by_default(blazeface):
+    """Default settings (automatic tiling): the Solvay photo's ~40 px faces and the cheerleaders."""
+    solvay = blazeface.detect(read_image(real_data("photos/hard/smallfaces_solvay1927_human.jpg")))
+    assert len(solvay) >= 27, f"{len(solvay)} of 29 faces"
+    group = blazeface.detect(read_image(real_data("photos/group/stock-group-2_human.jpg")))
+    assert len(group) == 4
+
+
+def rafdb_sample(n: int = 500) -> list[Path]:
+    folder = real_data("rafdb/DATASET/test")
+    files = sorted(folder.glob("*/*.jpg"))
+    if len(files) < n:
+        pytest.skip(f"RAF-DB test split in {folder} has {len(files)} images, need {n}")
+    return [files[i] for i in sorted(np.random.default_rng(0).choice(len(files), n, replace=False))]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from expressnet import Recognizer
+
+    return Recognizer(detector_options={"threads": 1})
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_faces_found_in_rafdb_test_crops(shipped):
+    """RAF-DB's aligned 100x100 crops (the face fills the frame) through the full default pipeline."""
+    sample = rafdb_sample()
+    results = shipped.predict_batch(sample)
+    found = sum(len(faces) > 0 for faces in results)
+    assert found / len(sample) >= 0.98, f"faces in {found} of {len(sample)} crops"
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_turned_photos_give_the_same_emotion(shipped):
+    photos = sorted(real_data("photos/labelled").iterdir())
+    upright = {p.name: shipped.predict(p) for p in photos}
+    assert all(len(faces) == 1 for faces in upright.values())
+    for turns in (1, 2, 3):
+        same = sum(
+            bool(faces) and faces[0].emotion == upright[p.name][0].emotion
+            for p in photos
+            for faces in [shipped.predict(np.ascontiguousarray(np.rot90(read_image(p), turns)))]
+        )
+        assert same >= len(photos) - 1, f"{turns * 90} degrees: {same} of {len(photos)}"

@@ -172,18 +172,18 @@ class FaceDetector(ABC):
         return [view.to_original(d) for d in self.find_again(view.apply(image), min_score)]
 
     def orient(self, image: np.ndarray, found: list[Detection]) -> list[Detection]:
-        """``found`` turned upright: when the best face lies sideways (landmarks) or scores below
-        :data:`WEAK_SCORE`, the image is tried turned that way (or upside down) and taken when it scores higher."""
+        """``found`` turned upright: when the best face lies sideways (landmarks), the image is tried turned
+        that way and upside down (landmarks can mistake one for the other); when it scores below
+        :data:`WEAK_SCORE`, upside down. The turned copy that scores highest, and higher, is taken."""
         best = found[0]
-        turns = turns_to_upright(best) or (2 if best.score < WEAK_SCORE else 0)
-        if not turns:
-            return found
+        sideways = turns_to_upright(best)
+        turns = [sideways, 2] if sideways else [2] if best.score < WEAK_SCORE else []
         height, width = image.shape[:2]
-        views = [View(turns * 90, (0, 0), (height, width))]
-        if "pad" in self.retries and max(height, width) <= PAD_MAX_SIDE:  # a face crop: needs the border
-            turned = np.rot90(image, turns).shape[:2]
-            views.append(View(turns * 90, padded_view(*turned, PAD_FRACTIONS[0]).pad, (height, width)))
-        again = max((self.find_on(image, view) for view in views), key=lambda t: t[0].score if t else 0.0)
+        views = [View(t * 90, (0, 0), (height, width)) for t in dict.fromkeys(turns)]
+        if views and "pad" in self.retries and max(height, width) <= PAD_MAX_SIDE:  # a face crop: needs a border
+            pads = [padded_view(*np.rot90(image, v.rotation // 90).shape[:2], PAD_FRACTIONS[0]).pad for v in views]
+            views += [View(v.rotation, pad, (height, width)) for v, pad in zip(views, pads)]
+        again = max((self.find_on(image, view) for view in views), key=lambda t: t[0].score if t else 0.0, default=[])
         return again if again and again[0].score > best.score else found
 
     def __repr__(self) -> str:

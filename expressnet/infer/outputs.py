@@ -18,6 +18,7 @@ import numpy as np
 
 from ..io import atomic_output
 from .recognizer import Face
+from .sources import real_path
 
 FIXED_COLUMNS = (
     "source",
@@ -184,8 +185,8 @@ def annotated_name(source: Path, is_video: bool, out_dir: Path, avoid: set[Path]
     suffix = source.suffix.lower()
     suffix = ".mp4" if is_video else suffix if suffix in IMAGE_OUTPUT_SUFFIXES else ".png"
     path, n = out_dir / f"{source.stem}_annotated{suffix}", 1
-    while path.resolve() in avoid:
+    while real_path(path) in avoid:
         n += 1
         path = out_dir / f"{source.stem}_annotated_{n}{suffix}"
-    avoid.add(path.resolve())
+    avoid.add(real_path(path))
     return path

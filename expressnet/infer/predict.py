@@ -18,7 +18,7 @@ from ..data.images import display_name
 from ..progress import progress_bar
 from .outputs import RowWriter, VideoWriter, annotated_name, draw_faces, face_rows, write_image
 from .recognizer import Recognizer
-from .sources import VideoSource, check_video_options, expand_source, is_video_path, load_rgb
+from .sources import VideoSource, check_video_options, expand_source, is_video_path, load_rgb, real_path
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -42,15 +42,15 @@ class PredictSummary:
 
 def check_outputs(inputs: list[Path], outputs: list[Path | None]) -> None:
     """Refuse output paths that are inputs or repeat each other (nothing may be written over an input)."""
-    taken = {p.resolve() for p in inputs}
+    taken = {real_path(p) for p in inputs}
     for out in outputs:
         if out is None:
             continue
-        if out.resolve() in taken:
+        if real_path(out) in taken:
             raise ValueError(f"{out}: output path is an input or another output; choose another path")
         if out.is_dir():
             raise ValueError(f"{out}: output path is a folder; give a file name")
-        taken.add(out.resolve())
+        taken.add(real_path(out))
 
 
 def chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
@@ -155,7 +155,7 @@ def run_predict(
     out_dir = None if annotate_dir is None else Path(annotate_dir)
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: --save-annotated needs a folder")
-    avoid = {p.resolve() for p in [*files, jsonl, csv_path] if p is not None}
+    avoid = {real_path(p) for p in [*files, jsonl, csv_path] if p is not None}
     bar = progress_bar(enabled=progress)
     warn = warn or (lambda message: print(f"error: {message}", file=sys.stderr))
     with bar or nullcontext(), RowWriter(recognizer.class_names, jsonl, csv_path) as rows:

@@ -10,6 +10,7 @@ folders and globs as lists of files, video files and cameras as frames, and the 
 from __future__ import annotations
 
 import glob
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ def camera_index(source: str | Path | int) -> int | None:
         return source
     text = str(source)
     return int(text) if text.isdigit() and not Path(text).exists() else None
+
+
+def real_path(path: str | Path) -> Path:
+    """``path`` absolute with its links resolved, as far as they go (a symlink loop does not raise)."""
+    return Path(os.path.realpath(path))
 
 
 def is_video_path(path: str | Path) -> bool:
