@@ -157,3 +157,45 @@ def test_real_video_rows_and_annotated_video(checkpoint, tmp_path):
     capture = cv2.VideoCapture(str(annotated))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (640, 360)
+
+
+def test_all_frames_and_the_no_face_rule(checkpoint, photo_folder, tmp_path):
+    out = tmp_path / "rows.csv"
+    result = predict(photo_folder, "--model", checkpoint, "--csv", out, "--all-frames")
+    assert result.exit_code == 1, result.output  # c_corrupt.jpg
+    rows = {Path(r["source"]).name: r for r in read_csv(out)}
+    assert sorted(rows) == ["a_astronaut.jpg", "b_blank.png"]  # a row for the image without a face too
+    assert rows["a_astronaut.jpg"]["face_detected"] == "True" and rows["a_astronaut.jpg"]["face"] == "0"
+    blank = rows["b_blank.png"]
+    assert blank["face_detected"] == "False" and blank["face"] == blank["emotion"] == blank["p_happy"] == ""
+    out = tmp_path / "whole.jsonl"
+    result = predict(photo_folder / "b_blank.png", "--model", checkpoint, "--json", out, "--no-face", "whole")
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["face_detected"] is False and row["score"] == 0.0 and row["emotion"] in FER2013_CLASSES
+    assert (row["x"], row["y"], row["w"], row["h"]) == (0, 0, 512, 512)
+    assert predict(ASTRONAUT, "--model", checkpoint, "--no-face", "guess").exit_code == 2
+    assert predict(ASTRONAUT, "--model", checkpoint, "--tiles", "x").exit_code == 2
+
+
+def test_a_bug_is_not_reported_as_a_bad_file(checkpoint, photo_folder, monkeypatch):
+    from expressnet.infer.recognizer import Recognizer
+
+    def broken(self, images, boxes=None):
+        raise ValueError("a programming error")
+
+    monkeypatch.setattr(Recognizer, "predict_rgb", broken)
+    result = predict(photo_folder, "--model", checkpoint)
+    # the run stops with the error (the CLI's usage exit code): not one "bad file" among others
+    assert result.exit_code == 2 and "a programming error" in result.output and "failure(s)" not in result.output
+
+
+@pytest.mark.data
+def test_all_frames_of_a_video_without_faces(checkpoint, tmp_path):
+    video = real_data("photos/video/no_face_pyfeat.mp4")
+    out = tmp_path / "rows.jsonl"
+    result = predict(video, "--model", checkpoint, "--json", out, "--every", "10", "--all-frames", "--retry", "none")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted({r["frame"] for r in rows}) == list(range(0, 98, 10))  # no holes in the timeline
+    assert all(r["face_detected"] == (r["face"] is not None) for r in rows)
