@@ -36,14 +36,9 @@ import numpy as np
 from websockets.asyncio.client import connect as ws_connect
 
 from expressnet.data import data_root
+from expressnet.serve.app import free_port
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:

@@ -8,18 +8,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from conftest import real_data
 from playwright.sync_api import Page, sync_playwright
 
-from expressnet.serve import Settings, create_app
+from expressnet.serve import Settings, serve_in_thread
 
 CHROMIUM = os.environ.get("EXPRESSNET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -37,27 +34,11 @@ if not Path(CHROMIUM).is_file():
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    """A real uvicorn serving the shipped model; yields the base URL and the app."""
-    port = free_port()
-    app = create_app(Settings(port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(15)
+    """A real uvicorn on a free 127.0.0.1 port serving the shipped model; yields the base URL and the app."""
+    with serve_in_thread(Settings(port=0)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,11 @@ import json
 import struct
 import tempfile
 import threading
+import time
 import zlib
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import real_data
@@ -24,7 +26,7 @@ import expressnet.serve
 from expressnet.cli import app as cli_app
 from expressnet.data.images import decode_image_bytes
 from expressnet.infer.outputs import columns
-from expressnet.serve import Settings, create_app
+from expressnet.serve import Settings, create_app, serve_in_thread
 from expressnet.serve.engine import Engine
 
 GROUP = "photos/group/bbt1_faceapi.jpg"  # 4 frontal faces, 1366x768
@@ -129,8 +131,8 @@ def test_faces_raw_body_and_options(client, group_jpeg):
 
 
 def test_faces_generated_image_without_faces(client):
-    rng = np.random.default_rng(0)
-    r = client.post("/v1/faces", content=png_bytes(rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)),
+    gradient = np.broadcast_to(np.linspace(40, 220, 200, dtype=np.uint8)[None, :, None], (120, 200, 3))
+    r = client.post("/v1/faces", content=png_bytes(np.ascontiguousarray(gradient)),
                     headers={"content-type": "image/png"})  # fmt: skip
     assert r.status_code == 200
     assert r.json()["faces"] == [] and r.json()["image"] == {"width": 200, "height": 120}
@@ -371,6 +373,23 @@ def test_video_refusals_remove_the_upload(client, small_limits, upload_dir):
         assert_error(c.post("/v1/videos", content=data, headers=headers), 413, "640x360")
     assert list(upload_dir.iterdir()) == []
     assert client.app.state.engine.in_flight == 0
+
+
+def test_video_upload_removed_when_the_client_leaves_mid_stream(upload_dir):
+    data = real_data(VIDEO).read_bytes()
+    with serve_in_thread(Settings(port=0)) as (base, app):
+        url = f"{base}/v1/videos?every=1"
+        with httpx.stream("POST", url, content=data, headers={"content-type": "video/mp4"}, timeout=60) as r:
+            assert r.status_code == 200
+            assert json.loads(next(r.iter_lines()))["frame"] == 0
+            assert len(list(upload_dir.iterdir())) == 1  # the upload, while it is being processed
+        # the client left after one of 72 frames: the server stops, removes the file and frees the slot
+        deadline = time.monotonic() + 20
+        while list(upload_dir.iterdir()) or app.state.engine.in_flight:
+            assert time.monotonic() < deadline, (list(upload_dir.iterdir()), app.state.engine.in_flight)
+            time.sleep(0.05)
+        frames = [line for line in app.state.engine.metrics.render().decode().splitlines() if "frames_total" in line]
+        assert frames and float(frames[-1].split()[-1]) < 72
 
 
 # stream

@@ -4,7 +4,7 @@ from expressnet.serve import Settings, create_app
 app = create_app(Settings(model="ferplus", workers=2))   # an ASGI app: uvicorn, TestClient, ...
 """
 
-from .app import create_app, run
+from .app import create_app, run, serve_in_thread
 from .settings import Settings
 
-__all__ = ["Settings", "create_app", "run"]
+__all__ = ["Settings", "create_app", "run", "serve_in_thread"]

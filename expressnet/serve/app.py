@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -99,3 +102,31 @@ def run(settings: Settings) -> None:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
     )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(settings: Settings, timeout_s: float = 60.0) -> Iterator[tuple[str, FastAPI]]:
+    """A real uvicorn on ``settings.host`` (port 0: a free one) in a background thread, for notebooks and tests;
+    yields the base URL and the app, and stops the server on exit."""
+    port = settings.port or free_port(settings.host)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="expressnet-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start on {settings.host}:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://{settings.host}:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
