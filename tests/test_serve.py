@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
 import tempfile
 import threading
@@ -266,6 +267,28 @@ def test_unexpected_error_is_500_json_without_traceback():
         body = assert_error(r, 500, "internal server error")
         assert "secret" not in r.text and body["request_id"]
         assert c.app.state.engine.in_flight == 0
+
+
+def test_slow_body_is_408():
+    with serve_in_thread(Settings(port=0, body_timeout_s=0.5)) as (base, _):
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/faces HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n")
+            s.sendall(b"\xff\xd8" * 10)  # then nothing more
+            answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in answer
+
+
+@pytest.mark.slow
+def test_onnx_backend(group_jpeg):
+    """The service does not depend on torch running the classifier (ONNX Runtime, exported on first use)."""
+    pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) is not installed")
+    with client_for(Settings(backend="onnx")) as c:
+        assert c.get("/v1/models").json()["loaded"]["backend"] == "onnx"
+        r = c.post("/v1/faces", **jpeg(group_jpeg))
+        assert r.status_code == 200 and r.json()["model"]["backend"] == "onnx"
+        expected = reference_faces(c, group_jpeg)
+        assert [f["box"] for f in r.json()["faces"]] == [f["box"] for f in expected] and len(expected) >= 3
 
 
 # request ids, routing, page

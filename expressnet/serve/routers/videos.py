@@ -90,6 +90,7 @@ class VideoJob:
         self.source: VideoSource | None = None
         self.pending: asyncio.Future | None = None
         self.first: FrameResult | None = None
+        self.failed = False
         self.closed = False
 
     async def start(self, params: VideoParams) -> None:
@@ -123,33 +124,34 @@ class VideoJob:
             self.engine.metrics.faces.labels("videos").inc(len(result.faces))
         return result
 
-    async def ndjson(self) -> AsyncIterator[str]:
+    async def computed(self) -> AsyncIterator[FrameResult]:
+        """The frames as computed; a failure after the first ends the stream (the status is already sent)."""
         result = self.first
         while result is not None:
-            yield json.dumps(result.to_dict()) + "\n"
+            yield result
             try:
                 result = await self.step()
             except Exception:
                 log.exception("video %s failed mid-stream", self.name)
-                yield json.dumps({"error": "processing failed after this frame"}) + "\n"
+                self.failed = True
                 return
+
+    async def ndjson(self) -> AsyncIterator[str]:
+        async for result in self.computed():
+            yield json.dumps(result.to_dict()) + "\n"
+        if self.failed:
+            yield json.dumps({"error": "processing failed after the last frame sent"}) + "\n"
 
     async def csv(self, class_names: tuple[str, ...]) -> AsyncIterator[str]:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, columns(class_names), lineterminator="\n")
         writer.writeheader()
-        result = self.first
-        while result is not None:
+        async for result in self.computed():
             for row in face_rows(self.name, result.frame, result.time_s, result.faces):
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
-            try:
-                result = await self.step()
-            except Exception:
-                log.exception("video %s failed mid-stream", self.name)
-                return
         if buffer.getvalue():
             yield buffer.getvalue()
 
