@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from ...infer.recognizer import FrameResult
-from ...infer.video import IoUTracker, VideoFrame
+from ...infer.sources import VideoFrame
+from ...infer.tracking import IoUTracker
 from ..deps import StreamParams, key_from_headers, key_matches, validation_messages
 from ..engine import Engine
 from ..errors import ApiError, error_body

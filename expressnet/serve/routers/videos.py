@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from ...data.base import DataError
 from ...infer.outputs import columns, face_rows
 from ...infer.recognizer import FrameResult
-from ...infer.video import VIDEO_SUFFIXES, VideoSource
+from ...infer.sources import VIDEO_SUFFIXES, VideoSource
 from ..deps import VideoParams, get_engine, require_api_key, validated
 from ..engine import Engine, Slot
 from ..errors import ApiError
