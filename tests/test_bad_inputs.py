@@ -17,16 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from typer.testing import CliRunner
+from test_predict_cli import predict, tiny_checkpoint
 
-from expressnet import Recognizer, create_model
-from expressnet.checkpoint import save_checkpoint
-from expressnet.cli import app
-from expressnet.data import DataError, Preprocessing
+from expressnet import Recognizer
+from expressnet.data import DataError
 from expressnet.data.images import read_image
-from expressnet.data.labels import FER2013_CLASSES
 from expressnet.infer.sources import is_video_path
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
@@ -245,15 +241,7 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, Kind]]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("tiny", num_classes=7)
-    meta = {
-        "model_config": model.config.to_dict(),
-        "class_names": list(FER2013_CLASSES),
-        "preprocessing": Preprocessing(48, 1).to_dict(),
-        "tta_flip": False,
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", model.state_dict(), meta)
+    return tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
@@ -304,12 +292,7 @@ def test_bomb_is_one_data_error(tmp_path):
 def test_the_cli_answers_every_input(corpus, checkpoint, tmp_path):
     folder, kinds = corpus
     out = tmp_path / "rows.jsonl"
-    threads = torch.get_num_threads()
-    try:
-        args = ["predict", str(folder), "--model", str(checkpoint), "--json", str(out), "--all-frames"]
-        result = CliRunner().invoke(app, [*args, "--threads", "1", "--no-progress"])
-    finally:
-        torch.set_num_threads(threads)
+    result = predict(folder, "--model", checkpoint, "--json", out, "--all-frames")
     assert result.exit_code == 1, result.output  # some inputs failed, the others were processed
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output and "Traceback" not in result.stderr

@@ -26,8 +26,8 @@ ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "ast
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def tiny_checkpoint(folder: Path) -> Path:
+    """An untrained ``tiny`` FER-2013 checkpoint (48x48 gray, no flip averaging) in ``folder``."""
     torch.manual_seed(0)
     model = create_model("tiny", num_classes=7)
     meta = {
@@ -36,7 +36,12 @@ def checkpoint(tmp_path_factory) -> Path:
         "preprocessing": Preprocessing(48, 1).to_dict(),
         "tta_flip": False,
     }
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", model.state_dict(), meta)
+    return save_checkpoint(folder / "tiny.safetensors", model.state_dict(), meta)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def predict(*args: str | Path):

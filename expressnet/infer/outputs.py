@@ -145,7 +145,8 @@ def draw_faces(rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     """Encode an RGB image by the path's suffix (JPEG quality 90) and write it atomically."""
     path = Path(path)
-    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise OSError(f"{path}: cannot encode the image")
     with atomic_output(path) as tmp:
