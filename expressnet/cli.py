@@ -251,6 +251,8 @@ def predict(
     """Detect faces and classify their expressions. Exit code 0: all inputs processed; 1: some inputs failed
     (one line each on stderr and in the summary; the others were processed and written); 2: usage error (bad
     option, no such source, unusable model) or an output that cannot be written."""
+    import os
+
     from rich.markup import escape
 
     from .checkpoint import CheckpointError
@@ -259,6 +261,7 @@ def predict(
     from .infer.predict import run_predict
     from .infer.recognizer import Recognizer
 
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg stays quiet: each bad video gets one error line
     options: dict = {}
     if detector in ("blazeface", "haar"):
         options.update(retry=retry, no_face=no_face)
