@@ -366,7 +366,7 @@ def export(
     data: Annotated[
         str | None, typer.Option(help="Calibration dataset for --int8 (default: the one the model was trained on).")
     ] = None,
-    calibration_images: Annotated[int, typer.Option(help="Training images used to calibrate --int8.")] = 512,
+    calibration_images: Annotated[int, typer.Option(help="Training images used to calibrate --int8.")] = 1024,
     check: Annotated[bool, typer.Option(help="Compare the export with torch on random crops.")] = True,
 ) -> None:
     """Export a model to ONNX (dynamic batch; classes, preprocessing, tta_flip and source checksum in its

@@ -38,6 +38,10 @@ INPUT, OUTPUT = "images", "logits"
 OPSET = 17
 
 
+def onnx_module():
+    return _require_onnx()[0]
+
+
 def _require_onnx():
     try:
         import onnx  # optional dependency: the export extra
@@ -114,6 +118,7 @@ def export_onnx(
         fp32 = Path(tmp) / "fp32.onnx"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the MoE's routing record, not in the graph
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: handles our MoE's topk
             torch.onnx.export(
                 _LogitsOnly(model),
                 (dummy,),
@@ -138,6 +143,7 @@ def export_onnx(
 def _quantize(source: Path, target: Path, calibration: np.ndarray, tmp: Path) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
@@ -156,20 +162,28 @@ def _quantize(source: Path, target: Path, calibration: np.ndarray, tmp: Path) ->
 
     prepared = tmp / "prepared.onnx"
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    # Measured on the shipped fer2013 model, PublicTest top-1 agreement with torch (flip averaging): all
+    # Conv/Gemm/MatMul, min-max ranges, 512 images: 97.6 %; convolutions only: 97.7 %; percentile ranges:
+    # 98.1 %; percentile with 1,024 images: 98.6 %; accuracy within 0.2 pt in each case. Dense layers (fusion,
+    # MoE, head) stay float: they are 0.3 % of the work. The convolutions that read the image stay float too.
+    graph = onnx_module().load(str(prepared))
+    first = [n.name for n in graph.graph.node if n.op_type == "Conv" and INPUT in n.input]
     quantize_static(
         str(prepared),
         str(target),
         Reader(calibration),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        op_types_to_quantize=["Conv", "Gemm", "MatMul"],  # BatchNorm follows ReLU here and stays float
+        op_types_to_quantize=["Conv"],
+        nodes_to_exclude=first,
+        calibrate_method=CalibrationMethod.Percentile,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
     )
 
 
 def calibration_images(
-    pre: Preprocessing, data: str, split: str = "train", count: int = 512, seed: int = 0
+    pre: Preprocessing, data: str, split: str = "train", count: int = 1024, seed: int = 0
 ) -> np.ndarray:
     """A seeded random sample of ``count`` images of a dataset's training split, prepared as ``pre`` says."""
     if split not in ("train", "Training") and not split.startswith("train"):
