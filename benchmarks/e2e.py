@@ -2,7 +2,9 @@
 
 * one face, 640x480: the bundled astronaut photo fitted into a 640x480 frame; decode excluded (RGB array in),
   decode included (JPEG file in), and video decode included (the real single-face video, when present);
-* a group photo (``../shared/data/photos/group/bbt4_faceapi.jpg``, 7 faces), decode excluded and included.
+* a group photo (``../shared/data/photos/group/bbt4_faceapi.jpg``, 7 faces), decode excluded and included;
+* the detector alone on the same inputs, its defaults (automatic tiles, retries) against one pass without
+  retries (the defaults before them), timed in alternating rounds so that a busy CPU hurts both alike.
 
     python benchmarks/e2e.py [--threads 2] [--seconds 5] [--model PATH]
 """
@@ -23,6 +25,7 @@ from timing import calls_per_second
 from expressnet import Recognizer
 from expressnet.data import data_root
 from expressnet.data.images import read_image
+from expressnet.faces import create_detector
 from expressnet.infer.sources import VideoSource
 
 ASSET = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
@@ -49,6 +52,35 @@ def video_rate(recognizer: Recognizer, path: Path, seconds: float) -> tuple[floa
                 frames += 1
                 faces += len(result.faces)
     return frames / (time.perf_counter() - start), faces // max(frames, 1)
+
+
+def median_ms(fn, rounds: int = 15, calls: int = 5) -> list[float]:
+    """Milliseconds per call of each round (``calls`` calls each)."""
+    out = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        out.append((time.perf_counter() - start) * 1000 / calls)
+    return out
+
+
+def detector_ab(images: dict[str, np.ndarray], threads: int) -> None:
+    """Detector defaults against one pass without retries, alternating rounds; medians and the ratio."""
+    new, old = (
+        create_detector("blazeface", threads=threads),
+        create_detector("blazeface", threads=threads, tiles=1, retry="none"),
+    )
+    print(f"\ndetector alone: {new!r} vs tiles=1, retry=none")
+    print(f"{'input':48s} {'faces':>9s} {'new ms':>8s} {'old ms':>8s} {'new/old':>8s}")
+    for name, image in images.items():
+        new_ms, old_ms = [], []
+        for _ in range(4):
+            new_ms += median_ms(lambda: new.detect(image), 4)
+            old_ms += median_ms(lambda: old.detect(image), 4)
+        a, b = float(np.median(new_ms)), float(np.median(old_ms))
+        faces = f"{len(new.detect(image))}/{len(old.detect(image))}"
+        print(f"{name:48s} {faces:>9s} {a:8.2f} {b:8.2f} {a / b:8.2f}")
 
 
 def main() -> None:
@@ -90,6 +122,14 @@ def main() -> None:
     print(f"\n{'input':48s} {'faces':>5s} {'frames/s':>9s} {'ms/frame':>9s}")
     for name, faces, fps in rows:
         print(f"{name:48s} {faces:5d} {fps:9.1f} {1000 / fps:9.1f}")
+    images = {"640x480 one face": frame}
+    if video.is_file():
+        with VideoSource(video, max_frames=1) as source:
+            images["640x360 video frame"] = next(iter(source)).image
+    if group.is_file():
+        images["group photo 710x473"] = read_image(group)
+    images["640x480 no face (gray)"] = np.full((480, 640, 3), 90, dtype=np.uint8)
+    detector_ab(images, args.threads)
 
 
 if __name__ == "__main__":
