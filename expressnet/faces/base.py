@@ -1,8 +1,10 @@
 """The face-detector interface: ``FaceDetector.detect(rgb) -> list[Detection]`` and a registry by name.
 
-Every detector shares the retries of :meth:`FaceDetector.detect`: when one pass finds nothing, it tries the
-image padded by half its size on each side (tight face crops) and rotated by 90, 270 and 180 degrees (photos
-taken sideways), and maps what it finds back; ``no_face="whole"`` then reports the whole image (score 0).
+Every detector shares what :meth:`FaceDetector.detect` adds to one pass (:meth:`FaceDetector.find`): when
+the pass finds nothing, a small image (a face crop) is tried padded with black, and then the image turned by
+90, 270 and 180 degrees; a face found lying sideways or weakly is checked on the copy turned upright; what a
+copy finds is mapped back, with the turn in :attr:`Detection.rotation`; ``no_face="whole"`` reports the whole
+image (score 0) when nothing is found. The constants below are the measured thresholds (see README).
 """
 
 from __future__ import annotations
