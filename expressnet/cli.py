@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -73,6 +75,15 @@ def _emit_json(data: dict, target: str | None) -> None:
         console.print(f"wrote {target}")
 
 
+@contextmanager
+def _needs(extra: str) -> Iterator[None]:
+    """Turn a missing optional dependency into one line naming the extra that brings it."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        _fail(f"this command needs the {extra} extra: pip install 'expressnet[{extra}]' ({exc.name} is missing)")
+
+
 def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/] {message}")
     raise typer.Exit(2)
@@ -100,9 +111,12 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last completed epoch.")] = False,
 ) -> None:
     """Train a model. Defaults: the paper recipe for the paper preset, our stronger recipe otherwise."""
+    from .checkpoint import CheckpointError
     from .data import DataError
-    from .train.config import TrainConfig, apply_overrides, config_from_file, parse_set
-    from .train.loop import run
+
+    with _needs("train"):
+        from .train.config import TrainConfig, apply_overrides, config_from_file, parse_set
+        from .train.loop import run
 
     try:
         if resume:
@@ -129,7 +143,7 @@ def train(
             cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
             cfg = apply_overrides(cfg, parse_set(set_ or []))
         run(cfg, resume=resume, epochs=epochs if resume else None)
-    except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (DataError, CheckpointError, ImportError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
 
 
@@ -153,8 +167,10 @@ def evaluate(
     """Accuracy, macro-F1, balanced accuracy, per-class scores, confusion matrix, ECE, MoE routing and ablation."""
     from .checkpoint import CheckpointError
     from .data import DataError, load_dataset, prepare_split
-    from .evaluate.report import evaluate_report, write_report_files
     from .runtime import load_classifier
+
+    with _needs("train"):
+        from .evaluate.report import evaluate_report, write_report_files
 
     chosen = backend or ("onnx" if model.endswith(".onnx") else "torch")
     try:
@@ -195,7 +211,9 @@ def data_report_cmd(
 ) -> None:
     """Images per split and class, with class-distribution, intensity-histogram and example-grid figures."""
     from .data import DataError, load_dataset
-    from .evaluate.data_report import data_report
+
+    with _needs("train"):
+        from .evaluate.data_report import data_report
 
     try:
         report = data_report(load_dataset(data), out)
@@ -337,7 +355,9 @@ def pack(
     """Package a trained checkpoint for shipping; with --data, calibrate it on val and record its own metrics."""
     from .checkpoint import CheckpointError
     from .data import DataError
-    from .evaluate.pack import pack_model
+
+    with _needs("train"):
+        from .evaluate.pack import pack_model
 
     try:
         result = pack_model(source, target, weights, data, val_split, test_split, calibrate)

@@ -195,6 +195,7 @@ def test_rafdb_kaggle_layout(tmp_path):
     assert ds.class_names[0] == "surprise" and ds.class_names[5] == "angry"
 
 
+@pytest.mark.data
 def test_rafdb_real_label_file_counts():
     entries = parse_rafdb_labels(real_data("rafdb_list_patition_label.txt"))
     train = np.bincount([y for _, y in entries["train"]], minlength=7).tolist()

@@ -135,7 +135,10 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     datasets hold out at least one image per class, and fall back to an unstratified split when some class
     has a single image.
     """
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.model_selection import train_test_split
+    except ImportError as exc:  # an optional dependency (the train extra)
+        raise DataError(f"a stratified split needs scikit-learn: pip install 'expressnet[train]' ({exc})") from exc
 
     labels = np.asarray(labels)
     n, k = len(labels), len(np.unique(labels))

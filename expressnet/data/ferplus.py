@@ -32,7 +32,7 @@ SKIP_REASONS = {  # protocol -> why an image is not scored
 PROTOCOLS = tuple(SKIP_REASONS)
 
 
-def majority_labels(votes: np.ndarray, protocol: str = "plurality") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def vote_labels(votes: np.ndarray, protocol: str = "plurality") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, soft labels, keep mask) from (N, 10) votes in FER+ column order under a test ``protocol``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown FER+ protocol {protocol!r} (expected one of {PROTOCOLS})")
@@ -52,7 +52,7 @@ def majority_labels(votes: np.ndarray, protocol: str = "plurality") -> tuple[np.
 def _dataset(
     root: Path, images: np.ndarray, votes: np.ndarray, usage: np.ndarray, sources: list[str], protocol: str
 ) -> Dataset:
-    labels, soft, keep = majority_labels(votes, protocol)
+    labels, soft, keep = vote_labels(votes, protocol)
     splits = {}
     for split in SPLITS:
         idx = np.flatnonzero(usage == split)

@@ -493,7 +493,7 @@ def train_one_epoch(
     aug_gen = epoch_generator(cfg.seed, epoch, 1)
     k = len(train.class_names)
     share = cfg.batch_size // info.world_size
-    mine = slice(info.rank * share, (info.rank + 1) * share)
+    shard = slice(info.rank * share, (info.rank + 1) * share)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
     start = time.perf_counter()
     with logger.progress(f"epoch {epoch + 1}/{cfg.epochs}", t.steps_per_epoch) as advance:
@@ -503,7 +503,7 @@ def train_one_epoch(
             x = augment(x, cfg.augment, aug_gen)
             x, target = mix(x, target, cfg.mixup, cfg.cutmix, aug_gen)
             target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
-            x, target, hard = x[mine].to(device), target[mine].to(device), hard[mine].to(device)
+            x, target, hard = x[shard].to(device), target[shard].to(device), hard[shard].to(device)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.precision):
