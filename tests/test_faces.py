@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import real_data
 
+from expressnet import Recognizer
 from expressnet.data.images import read_image
 from expressnet.faces import DETECTORS, Detection, create_detector, crop_face, detections_from_boxes, expand_box
 from expressnet.faces import model_files as mf
@@ -334,8 +335,6 @@ def rafdb_sample(n: int = 500) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def shipped():
-    from expressnet import Recognizer
-
     return Recognizer(detector_options={"threads": 1})
 
 

@@ -21,6 +21,7 @@ from expressnet.cli import app
 from expressnet.data import Preprocessing
 from expressnet.data.labels import FER2013_CLASSES
 from expressnet.infer.outputs import columns
+from expressnet.infer.recognizer import Recognizer
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
 runner = CliRunner()
@@ -184,8 +185,6 @@ def test_all_frames_and_the_no_face_rule(checkpoint, photo_folder, tmp_path):
 
 
 def test_a_bug_is_not_reported_as_a_bad_file(checkpoint, photo_folder, monkeypatch):
-    from expressnet.infer.recognizer import Recognizer
-
     def broken(self, images, boxes=None):
         raise ValueError("a programming error")
 
