@@ -1,112 +1,143 @@
-"""Model speed on this CPU (2 threads by default): the issue #2 targets.
+"""Classifier speed and accuracy, model x backend x precision, in one run on this CPU (2 threads by default).
 
-* paper preset forward, batch 8: images/s with FFT large-kernel convolution, and the direct alternative
-  measured on its large convolutions alone (a full direct forward pass takes tens of seconds per image);
-* compact presets: training (forward + backward + SGD step, batch 64) and inference images/s, fp32 and bf16
-  autocast, channels-last.
+For each model: images/s at batch 1 and batch 64 on FER-2013 PrivateTest crops (no flip averaging, as a
+throughput figure), then PrivateTest accuracy and macro-F1 through that backend (with the model's own flip
+averaging). Backends: torch fp32 and bf16, ONNX Runtime fp32 (exported on the fly) and int8 (the shipped file,
+else exported with calibration on training images). Then the peer ``fer`` (mini-Xception tflite) measured the
+same way, and the default ``Recognizer`` classifier path against the torch path of before the runtime layer (FFT
+for the 17x17 convolution, flip averaging).
 
-    python benchmarks/model_speed.py [--threads 2] [--presets compact compact-s]
+    python benchmarks/model_speed.py [--threads 2] [--models fer2013 ferplus fer2013-fast] [--no-accuracy]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
-import time
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from peers import FerAdapter, PeerMissing
 from timing import calls_per_second
 
-from expressnet.nn import create_model
+import expressnet.nn.fft_conv as fft_conv
+from expressnet.data import load_dataset, prepare_split
+from expressnet.evaluate.metrics import classification_metrics
+from expressnet.hub import load_model, shipped_onnx
+from expressnet.runtime import Classifier, TorchClassifier, load_classifier
+from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx
 
 
-def rate(fn, images: int, seconds: float = 6.0) -> float:
-    """Images per second of ``fn``, which processes ``images`` images per call."""
+def rate(fn, images: int, seconds: float) -> float:
     return images * calls_per_second(fn, seconds)
 
 
-def paper_forward(batch: int) -> None:
-    model = create_model("paper").eval()
-    x = torch.rand(batch, 3, 224, 224)
-    with torch.inference_mode():
-        fft = rate(lambda: model(x), batch, seconds=10)
-    print(f"paper forward, FFT for kernels >= {model.config.fft_min_kernel}: {fft:.2f} images/s "
-          f"({1000 / fft:.0f} ms per image, batch {batch})")  # fmt: skip
-    # direct convolution of the FFT layers alone (batch 1; these dominate a direct forward pass)
-    direct_ms = 0.0
-    with torch.inference_mode():
-        for m in model.modules():
-            if getattr(m, "uses_fft", False):
-                size = {75: 224, 50: 112, 25: 56}.get(m.kernel_size[0], 28)
-                xi = torch.rand(1, m.in_channels, size, size)
-                t = time.perf_counter()
-                F.conv2d(xi, m.weight, m.bias, padding="same")
-                direct_ms += (time.perf_counter() - t) * 1000
-    rest_ms = 1000 / fft - sum_fft_layers_ms(model, batch)
-    print(f"paper forward, direct convolution: the FFT layers alone take {direct_ms:,.0f} ms per image directly, "
-          f"so a direct forward pass is ~{(direct_ms + rest_ms) / 1000:.1f} s per image "
-          f"({1000 / (direct_ms + rest_ms):.3f} images/s)")  # fmt: skip
+@contextlib.contextmanager
+def legacy_fft() -> Iterator[None]:
+    """The rule before the runtime layer: FFT for every kernel of 16 and more, whatever the map size."""
+    rule = fft_conv.use_fft
+    fft_conv.use_fft = lambda x, weight: min(weight.shape[-2:]) >= 16
+    try:
+        yield
+    finally:
+        fft_conv.use_fft = rule
 
 
-def sum_fft_layers_ms(model, batch: int) -> float:
-    from expressnet.nn.fft_conv import fft_conv2d_same
-
-    total = 0.0
-    with torch.inference_mode():
-        for m in model.modules():
-            if getattr(m, "uses_fft", False):
-                size = {75: 224, 50: 112, 25: 56}.get(m.kernel_size[0], 28)
-                xi = torch.rand(batch, m.in_channels, size, size)
-                fft_conv2d_same(xi, m.weight, m.bias)
-                t = time.perf_counter()
-                fft_conv2d_same(xi, m.weight, m.bias)
-                total += (time.perf_counter() - t) * 1000 / batch
-    return total
+def backends(name: str, tmp: Path) -> Iterator[tuple[str, str, Classifier]]:
+    net = load_model(name)
+    yield "torch", "fp32", TorchClassifier(net)
+    yield "torch", "bf16", TorchClassifier(net, precision="bf16")
+    yield "onnx", "fp32", OnnxClassifier(export_onnx(net, tmp / f"{name}.onnx"))
+    int8 = shipped_onnx(name)
+    if int8 is None:
+        data = net.metadata.get("data", {}).get("name", "fer2013")
+        int8 = export_onnx(net, tmp / f"{name}.int8.onnx", True, calibration_images(net.preprocessing, data))
+    yield "onnx", "int8", OnnxClassifier(int8)
 
 
-def compact(preset: str, batch: int) -> None:
-    for precision in ("fp32", "bf16"):
-        model = create_model(preset).to(memory_format=torch.channels_last)
-        cfg = model.config
-        x = torch.rand(batch, cfg.in_channels, cfg.input_size, cfg.input_size).contiguous(
-            memory_format=torch.channels_last
-        )
-        y = torch.randint(0, cfg.num_classes, (batch,))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-        dtype = torch.bfloat16 if precision == "bf16" else None
-
-        def step():
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        train = rate(step, batch)
-        model.eval()
-
-        def infer():
-            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                model(x)
-
-        inference = rate(infer, batch)
-        rates = f"train {train:7.0f} images/s   inference {inference:7.0f} images/s"
-        print(f"{preset:14s} {precision:5s} {rates} (batch {batch})")
+def private_test(name: str, classifier: Classifier, cache: dict) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """PrivateTest crops of the model's own dataset (fer2013 or ferplus), prepared as the model expects."""
+    data = classifier.metadata.get("data", {}).get("name", "fer2013")
+    data = data if data in ("fer2013", "ferplus") else "fer2013"
+    key = (data, tuple(classifier.class_names), classifier.preprocessing)
+    if key not in cache:
+        split = load_dataset(data).split("PrivateTest").relabel(classifier.class_names)
+        prepared = prepare_split(split, classifier.preprocessing, progress=False)
+        cache[key] = (prepared.images.numpy(), prepared.labels.numpy(), f"{data} PrivateTest")
+    return cache[key]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--presets", nargs="+", default=["compact", "compact-s"])
-    parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--models", nargs="+", default=["fer2013", "ferplus", "fer2013-fast"])
+    parser.add_argument("--seconds", type=float, default=4.0, help="timing per figure")
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
-    if not args.skip_paper:
-        paper_forward(8)
-    for preset in args.presets:
-        compact(preset, 64)
+    print(
+        f"{'model':14s} {'backend':8s} {'prec':5s} {'b=1 img/s':>10s} {'b=64 img/s':>11s} "
+        f"{'accuracy':>9s} {'macro-F1':>9s}"
+    )
+    cache: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            try:
+                load_model(name)
+            except Exception as exc:  # not shipped here: say so and go on
+                print(f"{name:14s} skipped: {exc}")
+                continue
+            for backend, precision, classifier in backends(name, Path(tmp)):
+                x, y, split = private_test(name, classifier, cache)
+                one = rate(lambda c=classifier, x=x: c.logits(x[:1], tta_flip=False), 1, args.seconds)
+                many = rate(lambda c=classifier, x=x: c.logits(x[:64], tta_flip=False), 64, args.seconds)
+                acc = f1 = float("nan")
+                if args.accuracy:
+                    m = classification_metrics(classifier.probabilities(x), y, classifier.class_names)
+                    acc, f1 = m["accuracy"], m["macro_f1"]
+                print(
+                    f"{name:14s} {backend:8s} {precision:5s} {one:>10.0f} {many:>11.0f} {acc:>9.4f} {f1:>9.4f}  "
+                    f"{split}",
+                    flush=True,
+                )
+        fer_rate = None
+        try:
+            fer = FerAdapter(args.threads)
+            x, y, split = private_test("fer2013", load_classifier("fer2013", "torch"), cache)
+            gray = x[:, 0]
+            one = rate(lambda: fer.predict_probs(gray[:1]), 1, args.seconds)
+            fer_rate = rate(lambda: fer.predict_probs(gray[:64]), 64, args.seconds)
+            m = classification_metrics(fer.predict_probs(gray), y, fer.class_names) if args.accuracy else None
+            acc, f1 = (m["accuracy"], m["macro_f1"]) if m else (float("nan"),) * 2
+            print(
+                f"{'fer (peer)':14s} {'tflite':8s} {'int8':5s} {one:>10.0f} {fer_rate:>11.0f} {acc:>9.4f} "
+                f"{f1:>9.4f}  {split}"
+            )
+        except PeerMissing as exc:
+            print(f"fer (peer) skipped: {exc} (make bench-peers installs it)")
+
+        print(
+            "\ndefault Recognizer classifier path vs the torch path before the runtime layer (batch 64, flip averaging)"
+        )
+        x, _, _ = private_test("fer2013", load_classifier("fer2013", "torch"), cache)
+        with legacy_fft():
+            before = rate(lambda c=TorchClassifier(load_model()): c.logits(x[:64]), 64, args.seconds)
+        default = load_classifier(None, "auto")
+        now = rate(lambda: default.logits(x[:64]), 64, args.seconds)
+        print(
+            f"before (torch, FFT 17x17): {before:.0f} img/s; now ({default.backend}, chosen by auto from "
+            f"{ {k: round(v) for k, v in (default.selection or {}).items()} }): {now:.0f} img/s; "
+            f"speed-up {now / before:.2f}x"
+        )
+        if fer_rate and "fer2013-fast" in args.models and shipped_onnx("fer2013-fast"):
+            fast = OnnxClassifier(shipped_onnx("fer2013-fast"))
+            speed = rate(lambda: fast.logits(x[:64], tta_flip=False), 64, args.seconds)
+            print(f"fer2013-fast int8 ONNX {speed:.0f} faces/s vs fer tflite {fer_rate:.0f}: {speed / fer_rate:.2f}x")
 
 
 if __name__ == "__main__":

@@ -451,9 +451,18 @@ def serve(
 
     try:
         settings = Settings(
-            host=host, port=port, model=model, backend=backend, detector=detector, workers=workers, queue=queue,
-            max_upload_mb=max_upload_mb, max_pixels=max_pixels, api_key=api_key or None, log_level=log_level,
-        )  # fmt: skip
+            host=host,
+            port=port,
+            model=model,
+            backend=backend,
+            detector=detector,
+            workers=workers,
+            queue=queue,
+            max_upload_mb=max_upload_mb,
+            max_pixels=max_pixels,
+            api_key=api_key or None,
+            log_level=log_level,
+        )
     except ValueError as exc:
         _fail(str(exc))
     console.print(f"ExpressNet on http://{host}:{port}/ (API docs at /docs)", highlight=False)

@@ -31,8 +31,14 @@ def make_fer_npz(path: Path, per_class: dict[str, int], seed: int = 0) -> Path:
             labels.append(y)
             split.append(name)
             paths.append(f"{name}/{FER2013_CLASSES[y]}/{name}_{i}.jpg")
-    np.savez_compressed(path, images=np.stack(images), labels=np.array(labels), split=np.array(split),
-                        class_names=np.array(FER2013_CLASSES), paths=np.array(paths))  # fmt: skip
+    np.savez_compressed(
+        path,
+        images=np.stack(images),
+        labels=np.array(labels),
+        split=np.array(split),
+        class_names=np.array(FER2013_CLASSES),
+        paths=np.array(paths),
+    )
     return path
 
 

@@ -45,8 +45,17 @@ def test_pack_calibrates_on_val_only(tmp_path, synthetic_fer):
     from expressnet.train.loop import run
 
     out = tmp_path / "run"
-    cfg = TrainConfig(preset="tiny", data=str(synthetic_fer), epochs=2, batch_size=32, lr=3e-3, out=str(out),
-                      threads=1, test_ablation=False, tensorboard=False)  # fmt: skip
+    cfg = TrainConfig(
+        preset="tiny",
+        data=str(synthetic_fer),
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        out=str(out),
+        threads=1,
+        test_ablation=False,
+        tensorboard=False,
+    )
     run(cfg)
     runner = CliRunner()
     target = tmp_path / "packed.safetensors"

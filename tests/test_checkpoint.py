@@ -13,8 +13,12 @@ from expressnet.nn import create_model
 def save_tiny(path):
     torch.manual_seed(0)
     model = create_model("tiny", num_classes=3).eval()
-    meta = {"model_config": model.config.to_dict(), "class_names": ["happy", "sad", "neutral"],
-            "preprocessing": Preprocessing(48, 1).to_dict(), "metrics": {"val": {"accuracy": 0.5}}}  # fmt: skip
+    meta = {
+        "model_config": model.config.to_dict(),
+        "class_names": ["happy", "sad", "neutral"],
+        "preprocessing": Preprocessing(48, 1).to_dict(),
+        "metrics": {"val": {"accuracy": 0.5}},
+    }
     save_checkpoint(path, model.state_dict(), meta)
     return model
 

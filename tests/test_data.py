@@ -36,8 +36,13 @@ def test_canonical_names():
 
 
 def test_fer2013_csv(tmp_path):
-    rows = [(0, pixels(0), "Training"), (3, pixels(3), "Training"), (6, pixels(6), "PublicTest"),
-            (4, "1 2 3", "PrivateTest"), (5, pixels(5), "PrivateTest")]  # fmt: skip
+    rows = [
+        (0, pixels(0), "Training"),
+        (3, pixels(3), "Training"),
+        (6, pixels(6), "PublicTest"),
+        (4, "1 2 3", "PrivateTest"),
+        (5, pixels(5), "PrivateTest"),
+    ]
     path = write_csv(tmp_path / "fer2013.csv", ["emotion", "pixels", "Usage"], rows)
     assert detect_kind(path) == "fer2013-csv"
     ds = load_dataset(path)
@@ -100,18 +105,42 @@ def test_unknown_class_folder_names_the_folder(tmp_path):
 
 
 def test_ferplus_csv_votes_joined_to_fer2013(tmp_path):
-    fer = write_csv(tmp_path / "fer2013.csv", ["emotion", "pixels", "Usage"],
-                    [(3, pixels(3), "Training"), (0, pixels(0), "Training"), (6, pixels(6), "Training"),
-                     (4, pixels(4), "PublicTest"), (5, pixels(5), "PrivateTest")])  # fmt: skip
-    header = ["Usage", "Image name", "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-              "contempt", "unknown", "NF"]  # fmt: skip
-    votes = write_csv(tmp_path / "fer2013new.csv", header, [
-        ["Training", "fer0000000.png", 0, 9, 1, 0, 0, 0, 0, 0, 0, 0],  # happy
-        ["Training", "fer0000001.png", 2, 0, 0, 0, 2, 0, 0, 0, 6, 0],  # unknown dominates -> dropped
-        ["Training", "", 10, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # no FER+ image -> skipped
-        ["PublicTest", "fer0000003.png", 3, 0, 0, 5, 0, 0, 0, 0, 2, 0],  # sad
-        ["PrivateTest", "fer0000004.png", 0, 0, 4, 0, 0, 0, 4, 2, 0, 0],  # tie surprise/fear: earlier column wins
-    ])  # fmt: skip
+    fer = write_csv(
+        tmp_path / "fer2013.csv",
+        ["emotion", "pixels", "Usage"],
+        [
+            (3, pixels(3), "Training"),
+            (0, pixels(0), "Training"),
+            (6, pixels(6), "Training"),
+            (4, pixels(4), "PublicTest"),
+            (5, pixels(5), "PrivateTest"),
+        ],
+    )
+    header = [
+        "Usage",
+        "Image name",
+        "neutral",
+        "happiness",
+        "surprise",
+        "sadness",
+        "anger",
+        "disgust",
+        "fear",
+        "contempt",
+        "unknown",
+        "NF",
+    ]
+    votes = write_csv(
+        tmp_path / "fer2013new.csv",
+        header,
+        [
+            ["Training", "fer0000000.png", 0, 9, 1, 0, 0, 0, 0, 0, 0, 0],  # happy
+            ["Training", "fer0000001.png", 2, 0, 0, 0, 2, 0, 0, 0, 6, 0],  # unknown dominates -> dropped
+            ["Training", "", 10, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # no FER+ image -> skipped
+            ["PublicTest", "fer0000003.png", 3, 0, 0, 5, 0, 0, 0, 0, 2, 0],  # sad
+            ["PrivateTest", "fer0000004.png", 0, 0, 4, 0, 0, 0, 4, 2, 0, 0],  # tie surprise/fear: earlier column wins
+        ],
+    )
     assert detect_kind(votes) == "ferplus-csv"
     ds = load_dataset(votes)
     assert ds.class_names == FERPLUS_CLASSES
@@ -129,12 +158,14 @@ def test_ferplus_csv_votes_joined_to_fer2013(tmp_path):
 
 
 def test_ferplus_npz(tmp_path, monkeypatch):
-    votes = np.array([
-        [8, 1, 0, 0, 0, 0, 0, 0, 1, 0],  # neutral under both protocols
-        [0, 0, 0, 0, 0, 0, 0, 0, 0, 10],  # not a face: dropped by both
-        [1, 1, 1, 5, 0, 0, 0, 0, 2, 0],  # sad; majority: the single votes go, 5 of 7 remain
-        [3, 0, 0, 3, 0, 0, 0, 0, 2, 2],  # plurality: neutral (earlier column); majority: 3 of 10 -> dropped
-    ])  # fmt: skip
+    votes = np.array(
+        [
+            [8, 1, 0, 0, 0, 0, 0, 0, 1, 0],  # neutral under both protocols
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 10],  # not a face: dropped by both
+            [1, 1, 1, 5, 0, 0, 0, 0, 2, 0],  # sad; majority: the single votes go, 5 of 7 remain
+            [3, 0, 0, 3, 0, 0, 0, 0, 2, 2],  # plurality: neutral (earlier column); majority: 3 of 10 -> dropped
+        ]
+    )
     path = tmp_path / "ferplus.npz"
     split = np.array(["Training", "Training", "PrivateTest", "PrivateTest"])
     np.savez_compressed(path, images=np.zeros((4, 48, 48), np.uint8), votes=votes, split=split)
@@ -261,8 +292,15 @@ def test_real_fer2013_counts_via_data_report(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["totals"] == {"Training": 28_709, "PublicTest": 3_589, "PrivateTest": 3_589}
-    assert report["splits"]["Training"] == {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830,
-                                            "surprise": 3171, "neutral": 4965}  # fmt: skip
+    assert report["splits"]["Training"] == {
+        "angry": 3995,
+        "disgust": 436,
+        "fear": 4097,
+        "happy": 7215,
+        "sad": 4830,
+        "surprise": 3171,
+        "neutral": 4965,
+    }
     assert report["splits"]["PrivateTest"]["happy"] == 879 and report["splits"]["PublicTest"]["disgust"] == 56
 
 
@@ -278,8 +316,13 @@ def vote_fixture(tmp_path):
     votes[2, 2] = 10  # the PublicTest copy of image 1: surprise; must not reach training
     votes[3, [7, 8]] = 5  # image 4: contempt and unknown only, nothing usable
     plus = tmp_path / "ferplus.npz"
-    np.savez_compressed(plus, images=images[[0, 2, 3, 4]], votes=votes, kaggle_match_index=np.array([0, 2, 3, 4]),
-                        split=np.array(["Training", "Training", "PublicTest", "Training"]))  # fmt: skip
+    np.savez_compressed(
+        plus,
+        images=images[[0, 2, 3, 4]],
+        votes=votes,
+        kaggle_match_index=np.array([0, 2, 3, 4]),
+        split=np.array(["Training", "Training", "PublicTest", "Training"]),
+    )
     return fer, plus
 
 

@@ -51,8 +51,15 @@ def test_load_model_offline(name, no_network):
 def test_default_is_fer2013_and_ferplus_has_eight_classes():
     assert resolve_model(None) == resolve_model("fer2013")
     assert expressnet.load_model("ferplus").class_names == (
-        "neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"
-    )  # fmt: skip
+        "neutral",
+        "happy",
+        "surprise",
+        "sad",
+        "angry",
+        "disgust",
+        "fear",
+        "contempt",
+    )
 
 
 def test_unknown_model_names_the_problem(tmp_path):

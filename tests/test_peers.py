@@ -41,8 +41,15 @@ def test_class_order_mapped_by_name(peers):
     facex = ("anger", "disgust", "fear", "happy", "neutral", "sadness", "surprised")
     probs = np.eye(7)  # row i: class i of facex
     mapped = peers.to_fer2013_order(probs, facex)
-    assert [FER2013_CLASSES[j] for j in mapped.argmax(1)] == ["angry", "disgust", "fear", "happy", "neutral",
-                                                              "sad", "surprise"]  # fmt: skip
+    assert [FER2013_CLASSES[j] for j in mapped.argmax(1)] == [
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "neutral",
+        "sad",
+        "surprise",
+    ]
 
 
 @pytest.mark.data

@@ -70,8 +70,12 @@ def test_no_face_gives_an_empty_list(recognizer):
 
 def test_input_kinds_agree(recognizer, astronaut):
     reference = recognizer.predict(ASTRONAUT)[0]
-    for image, color in ((str(ASTRONAUT), "rgb"), (Image.open(ASTRONAUT), "rgb"), (astronaut, "rgb"),
-                         (np.ascontiguousarray(astronaut[..., ::-1]), "bgr")):  # fmt: skip
+    for image, color in (
+        (str(ASTRONAUT), "rgb"),
+        (Image.open(ASTRONAUT), "rgb"),
+        (astronaut, "rgb"),
+        (np.ascontiguousarray(astronaut[..., ::-1]), "bgr"),
+    ):
         face = recognizer.predict(image, color=color)[0]
         assert face.box == reference.box
         np.testing.assert_allclose(list(face.probabilities.values()), list(reference.probabilities.values()))
@@ -99,9 +103,12 @@ def odd_files(folder: Path, astronaut: np.ndarray) -> dict[str, Path]:
     """The astronaut as gray, RGBA, 16-bit, palette, CMYK and EXIF-rotated files."""
     img = Image.fromarray(astronaut)
     files = {}
-    for name, image, fmt in (("gray.jpg", img.convert("L"), "JPEG"), ("rgba.png", img.convert("RGBA"), "PNG"),
-                             ("palette.png", img.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
-                             ("cmyk.jpg", img.convert("CMYK"), "JPEG")):  # fmt: skip
+    for name, image, fmt in (
+        ("gray.jpg", img.convert("L"), "JPEG"),
+        ("rgba.png", img.convert("RGBA"), "PNG"),
+        ("palette.png", img.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        ("cmyk.jpg", img.convert("CMYK"), "JPEG"),
+    ):
         files[name] = folder / name
         image.save(files[name], fmt)
     sixteen = (np.asarray(img.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)

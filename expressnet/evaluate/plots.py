@@ -53,8 +53,15 @@ def confusion_heatmap(
     ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (row-normalised)")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}\n{norm[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, path)
 
