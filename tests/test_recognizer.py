@@ -18,7 +18,9 @@ from expressnet import Recognizer, create_model
 from expressnet.data import DataError, Preprocessing
 from expressnet.data.images import array_to_rgb, read_image
 from expressnet.data.labels import FER2013_CLASSES
-from expressnet.infer.video import IoUTracker, ProbabilitySmoother, VideoFrame, flicker_rate, label_changes
+from expressnet.infer.smoothing import ProbabilitySmoother, flicker_rate, label_changes
+from expressnet.infer.sources import VideoFrame
+from expressnet.infer.tracking import IoUTracker
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
 FACE_CENTRE = (227, 122)  # of the astronaut's face in the 512x512 photo (BlazeFace box centre, +-10 px)

@@ -80,7 +80,8 @@ class Recognizer:
     ExpressNet module or a :class:`~expressnet.runtime.Classifier`. ``backend``: "auto" (the fastest available,
     timed at load), "torch" or "onnx". ``detector``: "blazeface" (default), "haar", "none" (images are face
     crops) or a :class:`FaceDetector`; ``detector_options`` go to its constructor (BlazeFace: ``model``,
-    ``min_score``, ``tiles``, ``threads``). ``align`` levels the eyes before cropping (needs landmarks:
+    ``min_score``, ``tiles`` ("auto": tiles from the image size), ``retry`` (padded / rotated retries when
+    nothing is found), ``no_face`` ("whole": classify the whole image), ``threads``). ``align`` levels the eyes before cropping (needs landmarks:
     BlazeFace). ``tta_flip`` defaults to what the model was trained for. ``device`` and ``precision`` apply to
     the torch backend (a module passed in is moved to ``device``).
     """
