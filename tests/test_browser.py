@@ -1,7 +1,10 @@
 """The page at ``/`` in headless Chromium (Debian's /usr/bin/chromium), served by a real uvicorn on a free
 127.0.0.1 port: a real group photo -> boxes over it and one row per face; the webcam mode over the WebSocket
-(Chromium's fake camera); a video upload -> progress, table and CSV. Set ``EXPRESSNET_SCREENSHOT=path.png`` to
-keep the photo screenshot (the README's)."""
+(Chromium's fake camera); a video upload -> progress, table and CSV; the API reference at ``/docs`` with no
+network. The README's screenshot is the page after uploading the bundled public-domain photo
+(``expressnet/assets/astronaut.jpg``); remake it with
+``EXPRESSNET_SCREENSHOT=docs/serve.png python -m pytest tests/test_browser.py -k bundled_photo``. The photos in
+../shared/data/photos must not be redistributed: never use them for a committed screenshot."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from conftest import real_data
 from playwright.sync_api import Page, sync_playwright
 
 from expressnet.serve import Settings, serve_in_thread
+
+ASTRONAUT = Path(__file__).resolve().parent.parent / "expressnet" / "assets" / "astronaut.jpg"  # public domain
 
 CHROMIUM = os.environ.get("EXPRESSNET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -120,10 +125,51 @@ def test_photo_boxes_and_rows(page: Page, server, tmp_path):
     rows.nth(1).hover()
     assert "hot" in boxes.nth(1).get_attribute("class") and "dim" in boxes.nth(0).get_attribute("class")
     page.mouse.move(5, 5)
-    shot = Path(os.environ.get("EXPRESSNET_SCREENSHOT") or tmp_path / "photo.png")
+    shot = tmp_path / "photo.png"  # not for the README: this photo may not be redistributed
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 50_000
     assert page.outside == []
+
+
+def test_bundled_photo_screenshot(page: Page, server, tmp_path):
+    """The bundled public-domain portrait: one face, boxed inside the visible image, one row; the screenshot is
+    the README's (``EXPRESSNET_SCREENSHOT``)."""
+    page.set_input_files("#photo-input", str(ASTRONAUT))
+    page.wait_for_selector("#photo-faces .face-row", timeout=20_000)
+    wait_for(page, "() => document.body.dataset.photoFaces !== undefined")
+    expected = api_faces(server[0], ASTRONAUT.read_bytes())
+    assert len(expected) == 1
+    assert page.locator("#photo-faces .face-row").count() == page.locator("#photo-overlay .face-box").count() == 1
+    assert page.locator("#photo-summary").inner_text().startswith("1 face · 512×512")
+    image = page.locator("#photo-img").bounding_box()
+    box = page.locator("#photo-overlay .face-box").bounding_box()
+    viewport = page.viewport_size
+    assert image["y"] + image["height"] <= viewport["height"], "the photo runs off the screen"
+    assert image["x"] <= box["x"] and box["x"] + box["width"] <= image["x"] + image["width"]
+    assert image["y"] <= box["y"] and box["y"] + box["height"] <= image["y"] + image["height"]
+    page.mouse.move(5, 5)
+    page.wait_for_timeout(300)  # transitions settle
+    shot = Path(os.environ.get("EXPRESSNET_SCREENSHOT") or tmp_path / "astronaut.png")
+    page.screenshot(path=str(shot), full_page=True)  # with the footer
+    assert shot.stat().st_size > 50_000
+    assert page.outside == []
+
+
+def test_docs_render_offline(page: Page, server):
+    """Swagger UI at /docs draws every operation from the package's own files; nothing leaves this origin and
+    the page's CSP refuses nothing."""
+    page.goto(server[0] + "/docs")
+    page.wait_for_selector(".opblock", timeout=20_000)
+    wait_for(page, "() => document.querySelectorAll('.opblock').length >= 6")
+    text = page.locator("#swagger-ui").inner_text()
+    for path in ("/v1/faces", "/v1/videos", "/v1/models", "/healthz", "/readyz", "/metrics"):
+        assert path in text
+    assert "ExpressNet" in page.locator(".info .title").inner_text()
+    page.locator(".opblock-summary", has_text="/v1/faces").first.click()
+    page.wait_for_selector(".opblock.is-open .parameters, .opblock.is-open .opblock-section", timeout=10_000)
+    assert page.outside == []
+    refused = [line for line in page.console if "Content Security Policy" in line or "Refused" in line]
+    assert refused == []
 
 
 def test_photo_error_is_shown(page: Page, tmp_path):

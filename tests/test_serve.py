@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import struct
 import tempfile
@@ -24,6 +25,7 @@ from starlette.testclient import WebSocketDenialResponse
 from typer.testing import CliRunner
 
 import expressnet.serve
+import expressnet.serve.routers.docs
 from expressnet.cli import app as cli_app
 from expressnet.data.images import decode_image_bytes
 from expressnet.infer.outputs import columns
@@ -275,7 +277,12 @@ def test_slow_body_is_408():
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall(b"POST /v1/faces HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n")
             s.sendall(b"\xff\xd8" * 10)  # then nothing more
-            answer = s.recv(4096)
+            answer = b""
+            while b"\r\n\r\n" not in answer or b"did not arrive" not in answer:  # head and body may come apart
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
     assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in answer
 
 
@@ -349,6 +356,44 @@ def test_openapi_lists_the_api(client):
     assert {"/v1/faces", "/v1/videos", "/v1/models", "/healthz", "/readyz", "/metrics"} <= set(paths)
     assert "multipart/form-data" in paths["/v1/faces"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 200
+
+
+LOCAL = re.compile(r"https?://(127\.0\.0\.1|localhost)(:\d+)?(/|$)")
+
+
+def test_docs_are_offline(client):
+    """``/docs`` (Swagger UI) names no URL off this host, every file it loads is served here with 200, its CSS
+    loads nothing but data: URLs, and its CSP lets the browser fetch from this origin only."""
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+    outside = [u for u in re.findall(r"https?://[^\s\"'<>)]+", docs.text) if not LOCAL.match(u)]
+    assert outside == [], f"/docs reaches the network: {outside}"
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", docs.text)
+    assets += re.findall(r"""\burl:\s*["']([^"']+)["']""", docs.text)  # the OpenAPI schema Swagger UI fetches
+    assert {"/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css", "/openapi.json"} <= set(assets)
+    for asset in assets:
+        assert asset.startswith("/") and not asset.startswith("//"), asset
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 100, asset
+    css = client.get("/docs/static/swagger-ui.css").text
+    assert all(u.strip("\"' ").startswith("data:") for u in re.findall(r"url\(([^)]*)\)", css))
+    policy = docs.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "connect-src 'self'" in policy and "'unsafe-eval'" not in policy
+    assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page would load from a CDN
+
+
+def test_docs_without_fastapi_offline(monkeypatch, caplog):
+    """Without the package the service starts, says why there is no /docs, and still serves its schema."""
+
+    def missing():
+        raise RuntimeError("the API reference at /docs needs the fastapi-offline package")
+
+    monkeypatch.setattr(expressnet.serve.routers.docs, "swagger_dir", missing)
+    with caplog.at_level("WARNING", logger="expressnet.serve"):
+        app = create_app(Settings())
+    assert "fastapi-offline" in caplog.text
+    paths = {getattr(r, "path", None) for r in app.routes}
+    assert "/openapi.json" in paths and "/docs" not in paths and "/docs/static" not in paths
 
 
 # videos

@@ -23,7 +23,7 @@ from .engine import Engine
 from .errors import ApiError, error_body
 from .metrics import Metrics
 from .middleware import RequestContext, RequestIdFilter
-from .routers import faces, page, stream, system, videos
+from .routers import docs, faces, page, stream, system, videos
 from .settings import Settings
 
 log = logging.getLogger("expressnet.serve")
@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Faces and facial expressions in images, videos and live streams.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's /docs and /redoc load Swagger UI / ReDoc from a CDN; docs.add_docs serves it here
+        redoc_url=None,
     )
     app.state.settings, app.state.engine = settings, engine
     app.add_exception_handler(ApiError, api_error)
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, metrics=metrics)
     for module in (faces, videos, stream, system, page):
         app.include_router(module.router)
+    docs.add_docs(app, app.title)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")
     return app
 

@@ -179,7 +179,10 @@ function choosePhoto(file) {
   photo.file = file;
   if (photo.url) URL.revokeObjectURL(photo.url);
   photo.url = URL.createObjectURL(file);
-  $("photo-img").src = photo.url;
+  const img = $("photo-img");
+  // the CSS sizes the photo to fit the column and the window height from its aspect ratio
+  img.onload = () => img.style.setProperty("--ar", String(img.naturalWidth / img.naturalHeight));
+  img.src = photo.url;
   $("photo-overlay").replaceChildren();
   $("dropzone").classList.add("hidden");
   $("photo-stage").classList.remove("hidden");
