@@ -13,6 +13,7 @@ from expressnet.data import DataError, Preprocessing, detect_kind, load_dataset,
 from expressnet.data.base import stratified_indices
 from expressnet.data.labels import FER2013_CLASSES, FERPLUS_CLASSES, canonical
 from expressnet.data.rafdb import parse_rafdb_labels
+from expressnet.evaluate.data_report import data_report
 
 RNG = np.random.default_rng(0)
 
@@ -274,6 +275,9 @@ def test_generic_class_folders(tmp_path):
                 save_image(tmp_path / "sp" / split / cls / f"{i}.png", pattern_image(i, RNG))
     ds = load_dataset(tmp_path / "sp")
     assert set(ds.roles) == {"train", "val", "test"} and len(ds.split("test")) == 10
+    # the validation part is carved out of train: every image counted once (20 files, 20 rows)
+    assert sorted(ds.splits) == ["test", "train-fit", "train-val"]
+    assert sum(data_report(ds)["totals"].values()) == 20
 
 
 def test_missing_paths_and_names():
@@ -374,8 +378,6 @@ def test_real_ferplus_filtering():
 
 @pytest.mark.data
 def test_data_report_figures(tmp_path):
-    from expressnet.evaluate.data_report import data_report
-
     data_report(load_dataset(real_data("fer2013.npz")), tmp_path, histogram_images=300, grid_per_class=4)
     for name in ("class_distribution.png", "intensity_Training.png", "examples.png"):
         assert (tmp_path / name).stat().st_size > 5000

@@ -182,10 +182,11 @@ class Dataset:
         return concat_splits([self.splits[p] for p in parts], "+".join(parts))
 
     def with_validation_from_train(self, fraction: float = 0.1, seed: int = 0) -> Dataset:
-        """Hold out a stratified, seeded part of the train split as validation (for datasets without one)."""
+        """Hold out a stratified, seeded part of the train split as validation (for datasets without one). The
+        two parts replace the train split (``<name>-fit`` and ``<name>-val``), so no image is counted twice."""
         train = self.split("train")
         kept, held = stratified_indices(train.labels, fraction, seed)
-        splits = dict(self.splits)
+        splits = {name: split for name, split in self.splits.items() if name != train.name}
         splits[f"{train.name}-fit"] = train.subset(kept, f"{train.name}-fit")
         splits[f"{train.name}-val"] = train.subset(held, f"{train.name}-val")
         roles = {**self.roles, "train": f"{train.name}-fit", "val": f"{train.name}-val"}
