@@ -1,0 +1,68 @@
+"""ONNX exports against torch on the real test protocols: fp32 max |logit difference|, int8 top-1 agreement and
+accuracy / macro-F1 per protocol, for every shipped model (int8: the shipped file; fp32: exported on the fly).
+
+    python benchmarks/onnx_parity.py [--models fer2013 ferplus]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from expressnet.data import load_dataset, prepare_split
+from expressnet.evaluate.metrics import classification_metrics
+from expressnet.hub import load_model, shipped_onnx
+from expressnet.runtime import TorchClassifier
+from expressnet.runtime.onnx import OnnxClassifier, export_onnx
+
+PROTOCOLS = {
+    "fer2013": ["PublicTest", "PrivateTest", "PublicTest+PrivateTest"],
+    "ferplus": ["PublicTest", "PrivateTest"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["fer2013", "ferplus", "fer2013-fast"])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            try:
+                net = load_model(name)
+            except Exception as exc:  # not shipped in this checkout
+                print(f"{name}: skipped ({exc})")
+                continue
+            reference = TorchClassifier(net)
+            fp32 = OnnxClassifier(export_onnx(net, Path(tmp) / f"{name}.onnx"))
+            int8 = OnnxClassifier(shipped_onnx(name)) if shipped_onnx(name) else None
+            data = net.metadata.get("data", {}).get("name", "fer2013")
+            dataset = load_dataset(data)
+            for split in PROTOCOLS.get(data, ["PrivateTest"]):
+                prepared = prepare_split(dataset.split(split).relabel(net.class_names), net.preprocessing, False)
+                x, y = prepared.images.numpy(), prepared.labels.numpy()
+                ref = reference.logits(x)
+                diff = np.abs(fp32.logits(x) - ref).max()
+                m = classification_metrics(reference.probabilities(x), y, net.class_names)
+                line = (
+                    f"{name} {data} {split} (n={len(y)}): torch {m['accuracy']:.4f} / F1 {m['macro_f1']:.4f}; "
+                    f"fp32 ONNX max |dlogit| {diff:.1e}"
+                )
+                if int8 is not None:
+                    q = int8.logits(x)
+                    mq = classification_metrics(int8.probabilities(x), y, net.class_names)
+                    agree = (q.argmax(1) == ref.argmax(1)).mean()
+                    line += (
+                        f"; int8 ONNX {mq['accuracy']:.4f} / F1 {mq['macro_f1']:.4f} "
+                        f"({100 * (mq['accuracy'] - m['accuracy']):+.2f} pt), top-1 agreement {agree:.2%}"
+                    )
+                print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
