@@ -264,11 +264,30 @@ def predict(
     ] = False,
     align: Annotated[bool, typer.Option(help="Rotate faces so the eyes are level (BlazeFace landmarks).")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the classifier and detector.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress (bars on a terminal, else a line every 30 s).")] = True,
+    parquet: Annotated[
+        str | None, typer.Option(help="Write the rows as Parquet parts (part-*.parquet) in this folder (pyarrow).")
+    ] = None,
+    recursive: Annotated[bool, typer.Option(help="Folders: also the files in their subfolders.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run of the same command (its OUT.progress journal).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace outputs that exist (default: refuse).")] = False,
+    engine: Annotated[str, typer.Option(help="local (threads on this machine) or ray (Ray Data; the ray extra).")] = (
+        "local"
+    ),
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: the cluster (auto, ray://HOST:PORT; default: a local one).")
+    ] = None,
+    num_workers: Annotated[int | None, typer.Option(help="--engine ray: recognizer workers (default 1).")] = None,
+    workers: Annotated[int, typer.Option(help="--engine local: decoding/detection threads.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Images (or video frames) classified in one batch.")] = 8,
 ) -> None:
-    """Detect faces and classify their expressions. Exit code 0: all inputs processed; 1: some inputs failed
-    (one line each on stderr and in the summary; the others were processed and written); 2: usage error (bad
-    option, no such source, unusable model) or an output that cannot be written."""
+    """Detect faces and classify their expressions, streaming: inputs are read lazily (a folder, --recursive, a
+    glob, or a .txt/.csv file listing paths), rows are written as they come, and a killed run continues with
+    --resume. Exit code 0: all inputs processed; 1: some inputs failed (one line each on stderr and in the
+    summary; the others were processed and written); 2: usage error (bad option, no such source, unusable
+    model, an output that exists) or an output that cannot be written."""
     import os
 
     from rich.markup import escape
@@ -296,27 +315,46 @@ def predict(
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
     err = Console(stderr=True, soft_wrap=True)
+    spec = {"model": model, "detector": detector, "detector_options": options, "align": align, "threads": threads}
     try:
         recognizer = Recognizer(model, detector, detector_options=options, align=align)
-        summary = run_predict(
-            source,
-            recognizer,
-            json_out,
-            csv_out,
-            save_annotated,
-            every,
-            smooth,
-            max_frames,
-            progress,
-            warn=lambda message: err.print(f"[red]error:[/] {escape(message)}", highlight=False),
-            all_frames=all_frames,
-        )
+        with _needs("ray"):
+            summary = run_predict(
+                source,
+                recognizer,
+                json_out,
+                csv_out,
+                save_annotated,
+                every,
+                smooth,
+                max_frames,
+                progress,
+                warn=lambda message: err.print(f"[red]error:[/] {escape(message)}", highlight=False),
+                all_frames=all_frames,
+                parquet=parquet,
+                recursive=recursive,
+                resume=resume,
+                overwrite=overwrite,
+                settings={
+                    "model": model,
+                    "detector": detector,
+                    "detector_options": {k: v for k, v in options.items() if k != "threads"},
+                    "align": align,
+                    "batch_size": batch_size,
+                },
+                engine=engine,
+                ray_address=address,
+                num_workers=num_workers,
+                recognizer_spec=spec,
+                batch_size=batch_size,
+                workers=workers,
+            )
     except (DataError, CheckpointError, DetectorModelError, ValueError, OSError) as exc:
         _fail(str(exc))
-    console.print(
-        f"{summary.files} file(s), {summary.frames} frame(s), {summary.faces} face(s), "
-        f"{len(summary.failures)} failure(s)" + (" (interrupted)" if summary.interrupted else "")
-    )
+    if summary.complete:
+        console.print("already complete (no progress journal beside the outputs): nothing to resume")
+    else:
+        console.print(summary.line())
     for path in summary.outputs:
         console.print(f"wrote {path}", highlight=False)
     if summary.failures:

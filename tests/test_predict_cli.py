@@ -185,10 +185,10 @@ def test_all_frames_and_the_no_face_rule(checkpoint, photo_folder, tmp_path):
 
 
 def test_a_bug_is_not_reported_as_a_bad_file(checkpoint, photo_folder, monkeypatch):
-    def broken(self, images, boxes=None):
+    def broken(self, rgb, boxes=None):
         raise ValueError("a programming error")
 
-    monkeypatch.setattr(Recognizer, "predict_rgb", broken)
+    monkeypatch.setattr(Recognizer, "detect", broken)  # in a decoding thread of the stream
     result = predict(photo_folder, "--model", checkpoint)
     # the run stops with the error (the CLI's usage exit code): not one "bad file" among others
     assert result.exit_code == 2 and "a programming error" in result.output and "failure(s)" not in result.output

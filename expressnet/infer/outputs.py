@@ -1,22 +1,29 @@
 """Prediction outputs: one JSONL line / CSV row per face per frame (and, with ``all_frames``, one row for each
 frame or image without a face), and annotated images and videos.
 
-Every file is written under a temporary name beside its target and renamed into place when complete.
+:class:`RowWriter` and the image and video writers write under a temporary name beside the target and rename it
+into place when complete. :class:`RowSink` (long jobs) appends rows as they come instead, to JSONL, CSV and a
+folder of Parquet parts, and keeps a progress journal beside them (``OUT.progress``: the position reached and the
+byte length of every output at that point), so that a run killed at any moment can be resumed: the outputs are
+cut back to the last committed length and the run goes on from the journal's position.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from ..io import atomic_output
+from ..io import atomic_output, atomic_write_text
 from .recognizer import Face
 from .sources import real_path
 
@@ -111,6 +118,245 @@ class RowWriter:
 
     def __exit__(self, *exc) -> bool:
         return self.stack.__exit__(*exc)
+
+
+JOURNAL_VERSION = 1
+PART_ROWS = 20_000  # Parquet: rows per part file (one row group each)
+PART_SECONDS = 30.0  # Parquet: a part is also closed (and the run committed) this often
+INT_COLUMNS = ("frame", "face", "track_id", "x", "y", "w", "h")
+
+
+@dataclass
+class Record:
+    """The rows of one stream result (an image, a video frame or an unreadable input), as engines hand them to
+    the writer: ``first`` counts a new input, ``frames`` the frames it adds (0 or 1), ``error`` the message of an
+    unreadable input, ``commit`` the position after it when it ends a chunk (JSON-able dict)."""
+
+    index: int
+    source: str
+    rows: list[dict[str, Any]]
+    frames: int = 1
+    faces: int = 0
+    error: str | None = None
+    first: bool = True
+    commit: dict[str, Any] | None = None
+
+
+class OutputExists(ValueError):
+    """An output exists and the run was not asked to resume or overwrite it."""
+
+
+def journal_path(targets: Sequence[Path]) -> Path:
+    """The progress journal of a run: beside its first output, named after it (``rows.jsonl.progress``)."""
+    first = targets[0]
+    return first.with_name(first.name + ".progress")
+
+
+def csv_line(fields: Sequence[str], row: dict[str, Any] | None = None) -> bytes:
+    """One CSV row as bytes (the header when ``row`` is None), as :class:`csv.DictWriter` writes it."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fields, restval="")
+    if row is None:
+        writer.writeheader()
+    else:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue().encode("utf-8", "surrogateescape")
+
+
+def parquet_schema(fields: Sequence[str]):
+    """The Arrow schema of the rows (needs pyarrow: the ``ray`` extra)."""
+    pa = import_pyarrow()
+    types = {"source": pa.string(), "time_s": pa.float64(), "face_detected": pa.bool_(), "score": pa.float64()}
+    types.update(emotion=pa.string(), **dict.fromkeys(INT_COLUMNS, pa.int64()))
+    return pa.schema([(f, types.get(f, pa.float64())) for f in fields])
+
+
+def import_pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "Parquet output needs pyarrow: pip install 'expressnet[ray]' (or pip install pyarrow)", name="pyarrow"
+        ) from exc
+    return pyarrow
+
+
+class RowSink:
+    """Rows appended to a JSONL file, a CSV file and/or a folder of Parquet parts (``part-00000.parquet``, ...;
+    any may be None) as they come, with a progress journal for ``resume``.
+
+    ``open()`` refuses outputs that exist (:class:`OutputExists`) unless ``overwrite`` (start again) or
+    ``resume``: then the journal's ``settings`` must equal these ones, every output is cut back to the length
+    the journal committed, and ``open()`` returns the journal (``position`` and ``summary`` to continue from);
+    outputs without a journal were finished: ``open()`` returns ``{"complete": True}`` and writes nothing.
+    ``commit(position, summary)`` flushes and records the state (Parquet: when a part is due); ``finish()`` closes
+    the last part, flushes and deletes the journal; ``close()`` keeps it (an interrupted run)."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        jsonl: str | Path | None = None,
+        csv_path: str | Path | None = None,
+        parquet: str | Path | None = None,
+        *,
+        settings: dict[str, Any] | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        self.fields = columns(class_names)
+        self.paths = {k: Path(v) for k, v in (("jsonl", jsonl), ("csv", csv_path), ("parquet", parquet)) if v}
+        self.settings = settings or {}
+        self.resume, self.overwrite = resume, overwrite
+        self.journal = journal_path(list(self.paths.values())) if self.paths else None
+        self.files: dict[str, Any] = {}
+        self.parts = 0
+        self.buffer: list[dict[str, Any]] = []
+        self.part_started = time.monotonic()
+        self.rows_written = 0
+        if "parquet" in self.paths:
+            self.schema = parquet_schema(self.fields)
+
+    def existing(self) -> list[Path]:
+        found = [p for k, p in self.paths.items() if k != "parquet" and (p.exists() or p.is_symlink())]
+        if "parquet" in self.paths and self.parquet_parts():
+            found.append(self.paths["parquet"])
+        return found
+
+    def parquet_parts(self) -> list[Path]:
+        folder = self.paths["parquet"]
+        return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+
+    def open(self) -> dict[str, Any] | None:
+        if not self.paths:
+            return None
+        if "parquet" in self.paths and self.paths["parquet"].exists() and not self.paths["parquet"].is_dir():
+            raise ValueError(f"{self.paths['parquet']}: --parquet needs a folder (it gets part-*.parquet files)")
+        state = None
+        existing = self.existing()
+        if self.resume and self.journal.exists():
+            state = json.loads(self.journal.read_text())
+            self.check_journal(state)
+        elif self.resume and existing:
+            return {"complete": True}
+        elif existing and not self.overwrite:
+            if self.journal.exists():
+                raise OutputExists(f"{existing[0]}: an interrupted run left it; add --resume to continue it")
+            raise OutputExists(f"{existing[0]} exists; add --overwrite to replace it (or choose another path)")
+        if state is None:  # the journal exists before the outputs do: outputs without one are complete
+            self.write_journal(None, None, dict.fromkeys(self.paths, 0))
+        self.open_files(state)
+        return state
+
+    def check_journal(self, state: dict[str, Any]) -> None:
+        if state.get("version") != JOURNAL_VERSION:
+            raise ValueError(f"{self.journal}: a progress journal of another version; remove it to start again")
+        if state.get("settings") != self.settings:
+            before, now = state.get("settings") or {}, self.settings
+            changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+            raise ValueError(f"{self.journal}: the run being resumed had other settings ({', '.join(changed)})")
+        if sorted(state["outputs"]) != sorted(self.paths):
+            raise ValueError(f"{self.journal}: the run being resumed wrote {', '.join(sorted(state['outputs']))}")
+
+    def open_files(self, state: dict[str, Any] | None) -> None:
+        committed = state["outputs"] if state else {}
+        for kind in ("jsonl", "csv"):
+            if kind not in self.paths:
+                continue
+            path = self.paths[kind]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            length = int(committed.get(kind, 0))
+            if state is not None and (not path.is_file() or path.stat().st_size < length):
+                raise ValueError(f"{path}: shorter than the progress journal says; it cannot be resumed")
+            self.files[kind] = f = path.open("r+b" if state is not None else "wb")
+            f.truncate(length)
+            f.seek(length)
+            if kind == "csv" and length == 0:
+                f.write(csv_line(self.fields))
+        if "parquet" in self.paths:
+            folder = self.paths["parquet"]
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parts = int(committed.get("parquet", 0))
+            for part in self.parquet_parts():  # parts after the journal's (or all, starting again)
+                if int(part.stem.split("-")[1]) >= self.parts:
+                    part.unlink()
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        for row in rows:
+            if "jsonl" in self.files:
+                self.files["jsonl"].write(json.dumps(row).encode("utf-8", "surrogateescape") + b"\n")
+            if "csv" in self.files:
+                self.files["csv"].write(csv_line(self.fields, row))
+        if "parquet" in self.paths:
+            self.buffer.extend(rows)
+        self.rows_written += len(rows)
+
+    def write_part(self) -> None:
+        pa = import_pyarrow()
+        if not self.buffer:
+            return
+        data = {f: [row.get(f) for row in self.buffer] for f in self.fields}
+        table = pa.Table.from_pydict(data, schema=self.schema)
+        target = self.paths["parquet"] / f"part-{self.parts:05d}.parquet"
+        with atomic_output(target) as tmp:
+            pa.parquet.write_table(table, tmp, row_group_size=len(self.buffer))
+        self.parts += 1
+        self.buffer = []
+        self.part_started = time.monotonic()
+
+    def commit(self, position: dict[str, Any] | None, summary: dict[str, Any] | None, force: bool = False) -> bool:
+        """Flush and record ``position`` and ``summary`` with the outputs' lengths; with Parquet only when a part
+        is due (or ``force``). Returns whether it committed."""
+        if self.journal is None:
+            return False
+        if "parquet" in self.paths:
+            due = len(self.buffer) >= PART_ROWS or time.monotonic() - self.part_started >= PART_SECONDS
+            if not (due or force):
+                return False
+            self.write_part()
+        lengths: dict[str, int] = {}
+        for kind, f in self.files.items():
+            f.flush()
+            lengths[kind] = f.tell()
+        if "parquet" in self.paths:
+            lengths["parquet"] = self.parts
+        self.write_journal(position, summary, lengths)
+        return True
+
+    def write_journal(self, position: dict | None, summary: dict | None, lengths: dict[str, int]) -> None:
+        state = {"version": JOURNAL_VERSION, "settings": self.settings, "position": position, "summary": summary}
+        atomic_write_text(self.journal, json.dumps({**state, "outputs": lengths}) + "\n")
+
+    def finish(self, position: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> None:
+        """The last commit; the outputs are complete and the journal goes."""
+        self.commit(position, summary, force=True)
+        self.close()
+        if self.journal is not None:
+            self.journal.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files = {}
+
+    def __enter__(self) -> RowSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows back from a JSONL file, a CSV file or a folder (or file) of Parquet parts."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".parquet":
+        pa = import_pyarrow()
+        return pa.parquet.read_table(path).to_pylist()
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", errors="surrogateescape") as f:
+            return list(csv.DictReader(f))
+    with path.open(errors="surrogateescape") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def label_color(emotion: str) -> tuple[int, int, int]:

@@ -33,6 +33,7 @@ from ..faces import Detection, FaceDetector, create_detector, crop_face, detecti
 from ..runtime import Classifier, TorchClassifier, load_classifier
 from .smoothing import ProbabilitySmoother
 from .sources import VideoFrame, VideoSource, load_rgb
+from .stream import StreamResult, stream
 from .tracking import IoUTracker
 
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -253,3 +254,11 @@ class Recognizer:
             emotion=self.class_names[int(np.argmax(probabilities))],
             probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
         )
+
+    def stream(self, sources: str | Path | int | Iterable[str | Path], **options: Any) -> Iterator[StreamResult]:
+        """Results for every image and processed video frame of ``sources`` (a file, folder, glob, list file,
+        camera index, or an iterable of paths), lazily and in order, with memory that stays flat; unreadable
+        inputs come out as results with ``error``. ``options``: ``recursive``, ``every``, ``smooth``,
+        ``max_frames``, ``batch_size``, ``workers``, ``keep_images``, ``start`` (a committed
+        :class:`~expressnet.infer.stream.Position`); see :func:`expressnet.infer.stream.stream`."""
+        return stream(self, sources, **options)

@@ -3,16 +3,19 @@ folders and globs as lists of files, video files and cameras as frames, and the 
 
     load_rgb("photo.jpg")            # also a PIL image, an array (color="bgr" for OpenCV) or JPEG/PNG bytes
     expand_source("photos/")         # [Path, ...] of a file, folder or glob; an int for a camera ("0")
+    iter_source("photos/", recursive=True)  # the same, lazily (a generator), also a list file (paths.txt)
     for frame in VideoSource("clip.mp4", every=2):
         frame.index, frame.time_s, frame.image
 """
 
 from __future__ import annotations
 
+import csv
+import fnmatch
 import glob
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from PIL import Image
 from ..data.base import DataError
 from ..data.images import IMAGE_SUFFIXES, array_to_rgb, decode_image_bytes, display_name, pil_to_rgb, read_image
 
+LIST_SUFFIXES = (".txt", ".lst", ".csv")  # a source file with these suffixes lists the inputs, one a line
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
 ImageInput = str | Path | Image.Image | np.ndarray | bytes
 
@@ -94,6 +98,143 @@ def expand_source(source: str | Path) -> list[Path] | int:
     raise DataError(f"{display_name(source)}: no such file, folder or camera")
 
 
+def sorted_entries(folder: Path) -> list[os.DirEntry]:
+    """A folder's entries by name (the names of one folder are held, never a whole tree's)."""
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda e: e.name)
+
+
+def walk_folder(folder: Path, recursive: bool = False) -> Iterator[Path]:
+    """The entries of ``folder`` named as images or videos, by name; ``recursive`` goes into subfolders (at
+    their place in the order, links to folders not followed). Entries that are not readable files (a folder
+    named ``x.jpg``, a broken link) are kept so that they are reported."""
+    for entry in sorted_entries(folder):
+        path = Path(entry.path)
+        if recursive and entry.is_dir(follow_symlinks=False):
+            yield from walk_folder(path, recursive)
+        elif is_input_path(path):
+            yield path
+
+
+def walk_glob(base: Path, parts: list[str]) -> Iterator[Path]:
+    """Files matching the pattern ``parts`` (path components, ``**`` any number of folders) under ``base``,
+    lazily and in name order per folder; names starting with a dot match only a pattern that does."""
+    if not parts:
+        if not base.is_dir():
+            yield base
+        return
+    head, rest = parts[0], parts[1:]
+    if not glob.has_magic(head):
+        target = base / head
+        if target.exists() or target.is_symlink():
+            yield from walk_glob(target, rest)
+        return
+    if not base.is_dir():
+        return
+    try:
+        entries = sorted_entries(base)
+    except OSError:
+        return
+    if head == "**":
+        yield from walk_glob(base, rest)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                yield from walk_glob(Path(entry.path), parts)
+        return
+    for entry in entries:
+        if entry.name.startswith(".") and not head.startswith("."):
+            continue
+        if fnmatch.fnmatchcase(entry.name, head):
+            yield from walk_glob(Path(entry.path), rest)
+
+
+def glob_parts(pattern: str) -> tuple[Path, list[str]]:
+    """A glob pattern as the folder it starts from and the components that follow."""
+    path = Path(pattern)
+    base = Path(path.anchor) if path.is_absolute() else Path()
+    parts = list(path.parts[1:] if path.is_absolute() else path.parts)
+    return base, parts
+
+
+def read_list(path: Path) -> Iterator[Path]:
+    """The paths a list file names, lazily: one a line (``.txt``/``.lst``; blank lines and ``#`` comments
+    skipped) or the ``path`` column of a CSV (else its first column); relative ones are relative to the file."""
+    with path.open(newline="", errors="surrogateescape") as f:
+        if path.suffix.lower() == ".csv":
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return
+            column = header.index("path") if "path" in header else 0
+            if "path" not in header:
+                f.seek(0)
+                reader = csv.reader(f)
+            names: Iterable[str] = (row[column] for row in reader if len(row) > column and row[column].strip())
+        else:
+            names = (line.strip() for line in f if line.strip() and not line.lstrip().startswith("#"))
+        for name in names:
+            item = Path(name.strip())
+            yield item if item.is_absolute() else path.parent / item
+
+
+def iter_source(source: str | Path, recursive: bool = False) -> Iterator[Path] | int:
+    """:func:`expand_source` lazily, for jobs of any size: a camera index, or a generator of the input files of
+    a file, a folder (walked in name order; ``recursive`` goes into subfolders), a glob pattern or a list file
+    (``.txt``/``.lst``/``.csv``: see :func:`read_list`). Raises :class:`DataError` at once when the source does
+    not exist, and when it matches nothing once the generator ends without a file."""
+    camera = camera_index(source)
+    if camera is not None:
+        return camera
+    path = Path(source)
+    if path.is_dir():
+        return nonempty(walk_folder(path, recursive), f"{display_name(path)}: no image or video files in this folder")
+    if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+        return nonempty(read_list(path), f"{display_name(path)}: the list names no file")
+    if path.exists() or path.is_symlink():
+        return iter([path])
+    if glob.has_magic(str(source)):
+        return nonempty(walk_glob(*glob_parts(str(source))), f"{display_name(source)}: no files match this pattern")
+    raise DataError(f"{display_name(source)}: no such file, folder or camera")
+
+
+def glob_matches(parts: list[str], names: list[str]) -> bool:
+    """Whether path components ``names`` match the glob components ``parts`` (``**``: any number of folders)."""
+    if not parts:
+        return not names
+    if parts[0] == "**":
+        return any(glob_matches(parts[1:], names[i:]) for i in range(len(names) + 1))
+    if not names or (names[0].startswith(".") and not parts[0].startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(names[0], parts[0]) and glob_matches(parts[1:], names[1:])
+
+
+def is_source_input(path: str | Path, source: str | Path, recursive: bool = False) -> bool:
+    """Whether the existing ``path`` is (or may be) one of the inputs of ``source``: what an output must not
+    take. Without enumerating the source; a list file's entries are not read (any existing file may be one)."""
+    path, src = Path(path), Path(source)
+    if not (path.exists() or path.is_symlink()):
+        return False
+    if src.is_dir():
+        parent, folder = real_path(path.parent), real_path(src)
+        return is_input_path(path) and (parent == folder or (recursive and folder in parent.parents))
+    if src.is_file() and src.suffix.lower() in LIST_SUFFIXES:
+        return True
+    if not src.exists() and glob.has_magic(str(source)):
+        pattern = Path(os.path.abspath(source)).parts
+        return glob_matches(list(pattern[1:]), list(Path(os.path.abspath(path)).parts[1:]))
+    return real_path(path) == real_path(src)
+
+
+def nonempty(paths: Iterator[Path], message: str) -> Iterator[Path]:
+    """``paths``, raising ``DataError(message)`` at the end when there was none."""
+    empty = True
+    for path in paths:
+        empty = False
+        yield path
+    if empty:
+        raise DataError(message)
+
+
 @dataclass
 class VideoFrame:
     index: int  # frame number in the source, from 0
@@ -108,9 +249,18 @@ class VideoSource:
     later frames cannot be decoded ends at the last good one.
     """
 
-    def __init__(self, source: str | Path | int, every: int = 1, max_frames: int | None = None) -> None:
+    def __init__(
+        self,
+        source: str | Path | int,
+        every: int = 1,
+        max_frames: int | None = None,
+        start: int = 0,
+        processed: int = 0,
+    ) -> None:
         check_video_options(every)
         self.every, self.max_frames = every, max_frames
+        # resuming: frames before ``start`` are skipped (grabbed, not decoded); ``processed`` were done before
+        self.start, self.processed_before = start, processed
         self.camera = camera_index(source)
         self.name = f"camera:{self.camera}" if self.camera is not None else display_name(source)
         if self.camera is None and not Path(source).is_file():
@@ -151,7 +301,9 @@ class VideoSource:
 
     def __iter__(self) -> Iterator[VideoFrame]:
         start = time.monotonic()
-        index = processed = 0
+        index, processed = 0, self.processed_before
+        while index < self.start and self.read(decode=False)[0]:
+            index += 1
         while self.max_frames is None or processed < self.max_frames:
             ok, rgb = self.read(decode=index % self.every == 0)
             if not ok:

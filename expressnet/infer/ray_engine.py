@@ -1,0 +1,153 @@
+"""``expressnet predict --engine ray``: the same rows on a Ray cluster, built on Ray Data (the ``ray`` extra).
+
+The driver enumerates the inputs (or, for ``s3://``/``gs://``/... URIs, Ray Data lists and reads the files
+itself: ``read_binary_files``); ``map_batches`` runs a :class:`RecognizerWorker` (one :class:`Recognizer` per
+worker, ``concurrency`` workers) over batches of inputs, and the driver takes the results back in input order
+(``preserve_order``) and writes them like the local engine. Files named by path must be readable by every
+worker (one machine, or a shared file system); remote URIs need only credentials for the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .outputs import Record, face_rows
+from .recognizer import Recognizer
+from .stream import StreamResult
+
+EXTRA_HINT = "pip install 'expressnet[ray]'"
+
+
+def import_ray():
+    """``ray`` with Ray Data, or an error naming the extra that brings it."""
+    try:
+        import ray
+        import ray.data
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"--engine ray needs Ray Data: {EXTRA_HINT} ({exc.name} is missing)", name="ray"
+        ) from exc
+    return ray
+
+
+def is_uri(source: str | Path) -> bool:
+    return "://" in str(source)
+
+
+class RecognizerWorker:
+    """A Ray Data callable class: builds one :class:`Recognizer` from ``spec`` (its keyword arguments) and turns
+    a batch of inputs (``index`` and ``path``, or ``path`` and ``bytes`` read by Ray Data) into one result row
+    per input: ``index``, ``source``, ``rows`` (the JSON list of its rows), ``frames``, ``faces``, ``error``."""
+
+    def __init__(
+        self, spec: dict[str, Any], every: int, smooth: float | None, max_frames: int | None, all_frames: bool
+    ):
+        if spec.get("threads"):
+            torch.set_num_threads(spec["threads"])
+        self.recognizer = Recognizer(**spec)
+        self.every, self.smooth, self.max_frames, self.all_frames = every, smooth, max_frames, all_frames
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out: dict[str, list] = {k: [] for k in ("index", "source", "rows", "frames", "faces", "error")}
+        if "bytes" in batch:
+            results = self.decoded(batch)
+        else:
+            paths = [Path(os.fsdecode(bytes(p))) for p in batch["path"]]
+            results = self.recognizer.stream(
+                paths,
+                every=self.every,
+                smooth=self.smooth,
+                max_frames=self.max_frames,
+                batch_size=max(1, len(paths)),
+                workers=1,
+            )
+        offsets = [int(i) for i in batch["index"]] if "index" in batch else None
+        for result in results:
+            index = offsets[result.index] if offsets is not None else result.index
+            if result.first:
+                for k, v in (("index", index), ("source", result.source), ("rows", []), ("frames", 0), ("faces", 0)):
+                    out[k].append(v)
+                out["error"].append(None)
+            if result.error is not None:
+                out["error"][-1] = str(result.error)
+                continue
+            out["rows"][-1].extend(face_rows(result.source, result.frame, result.time_s, result.faces, self.all_frames))
+            out["frames"][-1] += 1
+            out["faces"][-1] += len(result.faces)
+        out["rows"] = [json.dumps(rows) for rows in out["rows"]]
+        return out
+
+    def decoded(self, batch: dict[str, np.ndarray]) -> Iterator[StreamResult]:
+        """Images given as bytes (``read_binary_files``): decoded here, classified in one batch."""
+        names = [str(p) for p in batch["path"]]
+        images = self.recognizer.predict_batch([bytes(b) for b in batch["bytes"]], return_exceptions=True)
+        for n, (name, faces) in enumerate(zip(names, images)):
+            if isinstance(faces, Exception):
+                yield StreamResult(
+                    n, name, None, 0, None, error=type(faces)(f"{name}: {str(faces).split(': ', 1)[-1]}")
+                )
+            else:
+                yield StreamResult(n, name, None, 0, None, faces)
+
+
+def ray_records(
+    paths: Iterator[Path] | str,
+    spec: dict[str, Any],
+    start: int,
+    every: int,
+    smooth: float | None,
+    max_frames: int | None,
+    all_frames: bool,
+    *,
+    batch_size: int = 8,
+    address: str | None = None,
+    num_workers: int | None = None,
+) -> Iterator[Record]:
+    """Records of every input from the ``start``-th on (``paths``: local paths, or one URI that Ray Data lists),
+    in input order, each committing the position after it. Joins the Ray instance running in this process, else
+    ``ray.init(address)`` (None: a local instance; "auto": the cluster this machine belongs to)."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    if isinstance(paths, str):
+        dataset = ray.data.read_binary_files(paths, include_paths=True)  # resuming: the first ones are skipped
+    else:
+        items = [{"index": i, "path": os.fsencode(p)} for i, p in enumerate(paths) if i >= start]
+        if not items:
+            return
+        dataset = ray.data.from_items(items)
+    workers = num_workers or 1
+    results = dataset.map_batches(
+        RecognizerWorker,
+        fn_constructor_kwargs={
+            "spec": spec,
+            "every": every,
+            "smooth": smooth,
+            "max_frames": max_frames,
+            "all_frames": all_frames,
+        },
+        batch_size=batch_size,
+        concurrency=workers,
+        num_cpus=1,
+        batch_format="numpy",
+    )
+    position = start if not isinstance(paths, str) else 0
+    for row in results.iter_rows():
+        index = int(row["index"]) if not isinstance(paths, str) else position
+        position = index + 1
+        if index < start:
+            continue
+        rows = json.loads(row["rows"])
+        error = row["error"] if isinstance(row["error"], str) else None
+        faces, frames = int(row["faces"]), int(row["frames"])
+        yield Record(index, str(row["source"]), rows, frames, faces, error, True, {"input": index + 1, "video": None})
