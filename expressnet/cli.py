@@ -318,37 +318,38 @@ def predict(
     spec = {"model": model, "detector": detector, "detector_options": options, "align": align, "threads": threads}
     try:
         recognizer = Recognizer(model, detector, detector_options=options, align=align)
-        with _needs("ray"):
-            summary = run_predict(
-                source,
-                recognizer,
-                json_out,
-                csv_out,
-                save_annotated,
-                every,
-                smooth,
-                max_frames,
-                progress,
-                warn=lambda message: err.print(f"[red]error:[/] {escape(message)}", highlight=False),
-                all_frames=all_frames,
-                parquet=parquet,
-                recursive=recursive,
-                resume=resume,
-                overwrite=overwrite,
-                settings={
-                    "model": model,
-                    "detector": detector,
-                    "detector_options": {k: v for k, v in options.items() if k != "threads"},
-                    "align": align,
-                    "batch_size": batch_size,
-                },
-                engine=engine,
-                ray_address=address,
-                num_workers=num_workers,
-                recognizer_spec=spec,
-                batch_size=batch_size,
-                workers=workers,
-            )
+        summary = run_predict(
+            source,
+            recognizer,
+            json_out,
+            csv_out,
+            save_annotated,
+            every,
+            smooth,
+            max_frames,
+            progress,
+            warn=lambda message: err.print(f"[red]error:[/] {escape(message)}", highlight=False),
+            all_frames=all_frames,
+            parquet=parquet,
+            recursive=recursive,
+            resume=resume,
+            overwrite=overwrite,
+            settings={
+                "model": model,
+                "detector": detector,
+                "detector_options": {k: v for k, v in options.items() if k != "threads"},
+                "align": align,
+                "batch_size": batch_size,
+            },
+            engine=engine,
+            ray_address=address,
+            num_workers=num_workers,
+            recognizer_spec=spec,
+            batch_size=batch_size,
+            workers=workers,
+        )
+    except ModuleNotFoundError as exc:  # ray, pyarrow: the message names the extra
+        _fail(escape(str(exc)))
     except (DataError, CheckpointError, DetectorModelError, ValueError, OSError) as exc:
         _fail(str(exc))
     if summary.complete:
@@ -359,6 +360,29 @@ def predict(
         console.print(f"wrote {path}", highlight=False)
     if summary.failures:
         raise typer.Exit(1)
+
+
+@app.command()
+def summarize(
+    rows: Annotated[str, typer.Argument(help="Rows written by `expressnet predict` (JSONL, CSV or a Parquet folder).")],
+    out: Annotated[str, typer.Option(help="Folder for the pictures, summary.md and summary.json.")] = "summary",
+    segment: Annotated[
+        float | None, typer.Option(help="Video segment length in seconds (default: about ten per video).")
+    ] = None,
+) -> None:
+    """Timelines people can read: per video track the emotion probabilities over time, the share of time per
+    emotion, the dominant emotion per segment and how long the face is present; per image folder the emotion
+    distribution; a Markdown page linking the pictures."""
+    from rich.markup import escape
+
+    from .infer.summary import summarize as write_summary
+
+    try:
+        report = write_summary(rows, out, segment)
+    except (ModuleNotFoundError, OSError, ValueError, KeyError) as exc:  # matplotlib: the message names the extra
+        _fail(escape(str(exc)))
+    for path in report["files"]:
+        console.print(f"wrote {path}", highlight=False)
 
 
 @app.command("fetch-detectors")
