@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-peers bench-serve serve reports clean
+.PHONY: install demo test lint bench bench-peers bench-serve serve reports clean pack-paper gpu-paper paper-cpu-proof
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,20 @@ reports: install
 	$(BIN)/expressnet evaluate --model ferplus --data ferplus-majority --split PrivateTest --report-dir reports/ferplus-majority-privatetest --no-ablation
 	$(BIN)/expressnet data-report --data fer2013 --out reports/data-fer2013
 	$(BIN)/expressnet data-report --data ferplus --out reports/data-ferplus
+
+# The paper preset at 224 px on a GPU (README, Reproduce): pack the images into the git-ignored .carry/ (needs the
+# datasets), then `make gpu-paper` on the GPU machine (scripts/gpu_paper_run.sh; one pack per device run).
+pack-paper: install
+	$(BIN)/python scripts/pack_training_images.py --data rafdb --out .carry/rafdb
+	$(BIN)/python scripts/pack_training_images.py --data fer2013 --out .carry/fer2013
+
+gpu-paper:
+	scripts/gpu_paper_run.sh rafdb fer2013
+
+# The same path on this CPU: one epoch of the paper preset on 200 RAF-DB training images (proves it runs).
+paper-cpu-proof: install
+	[ -d .carry/rafdb ] || $(BIN)/python scripts/pack_training_images.py --data rafdb --out .carry/rafdb
+	PYTHON=$(BIN)/python CONFIG_SUFFIX=-cpu-proof OUT=runs scripts/gpu_paper_run.sh rafdb
 
 clean:
 	rm -rf $(VENV) build *.egg-info

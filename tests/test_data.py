@@ -13,6 +13,7 @@ from expressnet.data import DataError, Preprocessing, detect_kind, load_dataset,
 from expressnet.data.base import stratified_indices
 from expressnet.data.labels import FER2013_CLASSES, FERPLUS_CLASSES, canonical
 from expressnet.data.rafdb import parse_rafdb_labels
+from expressnet.data.registry import resolve
 from expressnet.evaluate.data_report import data_report
 
 RNG = np.random.default_rng(0)
@@ -210,21 +211,63 @@ def test_rafdb_official_layout(tmp_path):
         load_dataset(tmp_path)
 
 
-def test_rafdb_kaggle_layout(tmp_path):
+def make_rafdb_kaggle(root, n_train: int = 21, n_test: int = 7):
+    """RAF-DB's Kaggle layout: ``DATASET/{train,test}/<1..7>/*_aligned.jpg`` and ``{train,test}_labels.csv``."""
     rows = {"train": [], "test": []}
-    for split, n in (("train", 21), ("test", 7)):
+    for split, n in (("train", n_train), ("test", n_test)):
         for i in range(n):
             label = 1 + i % 7
             name = f"{split}_{i:05d}_aligned.jpg"
-            save_image(
-                tmp_path / "DATASET" / split / str(label) / name, RNG.integers(0, 255, (100, 100, 3), dtype=np.uint8)
-            )
+            image = RNG.integers(0, 255, (100, 100, 3), dtype=np.uint8)
+            save_image(root / "DATASET" / split / str(label) / name, image)
             rows[split].append((name, label))
-        write_csv(tmp_path / f"{split}_labels.csv", ["image", "label"], rows[split])
+        write_csv(root / f"{split}_labels.csv", ["image", "label"], rows[split])
+    return root
+
+
+def test_rafdb_kaggle_layout(tmp_path):
+    make_rafdb_kaggle(tmp_path)
     assert detect_kind(tmp_path) == "rafdb-kaggle"
     ds = load_dataset(tmp_path)
     assert ds.split("test").counts() == dict.fromkeys(ds.class_names, 1)
     assert ds.class_names[0] == "surprise" and ds.class_names[5] == "angry"
+
+
+def test_rafdb_known_name_under_the_data_root(tmp_path, monkeypatch):
+    make_rafdb_kaggle(tmp_path / "rafdb", n_train=70, n_test=14)
+    monkeypatch.setenv("EXPRESSNET_DATA", str(tmp_path))
+    assert resolve("rafdb") == tmp_path / "rafdb"
+    ds = load_dataset("rafdb")
+    assert ds.name == "rafdb" and ds.roles == {"train": "train-fit", "val": "train-val", "test": "test"}
+    fit, val, test = (ds.split(r) for r in ("train", "val", "test"))
+    # validation: a seeded, stratified 10 % of train (one per class here), disjoint from what is fitted
+    assert (len(fit), len(val), len(test)) == (63, 7, 14) and val.counts() == dict.fromkeys(ds.class_names, 1)
+    assert not set(fit.sources) & set(val.sources)
+    assert load_dataset("rafdb").split("val").sources == val.sources  # the same split every time (seed 0)
+    assert test.image(0).shape == (100, 100, 3)
+    monkeypatch.setenv("EXPRESSNET_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError, match="dataset 'rafdb' not found"):
+        load_dataset("rafdb")
+
+
+@pytest.mark.data
+def test_real_rafdb_kaggle_folder_counts_and_protocol():
+    from typer.testing import CliRunner
+
+    from expressnet.cli import app
+
+    real_data("rafdb")
+    ds = load_dataset("rafdb")
+    fit, val, test = (ds.split(r) for r in ("train", "val", "test"))
+    assert len(fit) + len(val) == 12_271 and len(test) == 3_068
+    assert (len(fit), len(val)) == (11_043, 1_228)
+    assert list(test.counts().values()) == [329, 74, 160, 1185, 478, 162, 680]
+    train = np.bincount(np.concatenate([fit.labels, val.labels]), minlength=7).tolist()
+    assert train == [1290, 281, 717, 4772, 1982, 705, 2524]
+    assert not any(s.skipped for s in ds.splits.values())
+    result = CliRunner().invoke(app, ["data-report", "--data", "rafdb", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["totals"] == {"test": 3_068, "train-fit": 11_043, "train-val": 1_228}
 
 
 @pytest.mark.data
@@ -382,3 +425,36 @@ def test_data_report_figures(tmp_path):
     for name in ("class_distribution.png", "intensity_Training.png", "examples.png"):
         assert (tmp_path / name).stat().st_size > 5000
     assert json.loads((tmp_path / "data_report.json").read_text())["totals"]["PublicTest"] == 3_589
+
+
+def load_packer():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pack_training_images.py"
+    spec = importlib.util.spec_from_file_location("pack_training_images", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_packed_training_images_read_back_as_the_dataset(tmp_path):
+    packer = load_packer()
+    make_rafdb_kaggle(tmp_path / "rafdb", n_train=70, n_test=14)
+    assert packer.main(["--data", str(tmp_path / "rafdb"), "--kind", "rafdb", "--out", str(tmp_path / "p1")]) == 0
+    packed, source = load_dataset(tmp_path / "p1"), load_dataset(tmp_path / "rafdb")
+    assert detect_kind(tmp_path / "p1") == "rafdb-kaggle"
+    for role in ("train", "val", "test"):  # the same files, byte for byte, so the same seeded validation split
+        a, b = packed.split(role), source.split(role)
+        assert a.labels.tolist() == b.labels.tolist()
+        assert [p.split("/")[-1] for p in a.sources] == [p.split("/")[-1] for p in b.sources]
+    np.testing.assert_array_equal(packed.split("test").image(3), source.split("test").image(3))
+    fer = make_fer_npz(tmp_path / "fer.npz", {"Training": 70, "PublicTest": 14, "PrivateTest": 14})
+    args = ["--data", str(fer), "--kind", "fer2013", "--out", str(tmp_path / "p2"), "--limit", "21"]
+    assert packer.main(args) == 0
+    ds = load_dataset(tmp_path / "p2")
+    assert detect_kind(tmp_path / "p2") == "fer2013-folders"
+    assert {k: len(v) for k, v in ds.splits.items()} == {"Training": 21, "PublicTest": 14, "PrivateTest": 14}
+    assert ds.split("PublicTest").counts() == dict.fromkeys(FER2013_CLASSES, 2)
+    image = ds.split("Training").image(0)  # files decode as RGB: gray replicated, native 48x48
+    assert image.shape == (48, 48, 3) and (image == image[..., :1]).all()

@@ -16,7 +16,13 @@ from .ferplus import read_ferplus_csv, read_ferplus_npz
 from .folders import read_image_folder
 from .rafdb import read_rafdb_kaggle, read_rafdb_official
 
-KNOWN_FILES = {"fer2013": "fer2013.npz", "ferplus": "ferplus.npz", "ferplus-majority": "ferplus.npz"}
+# known name -> file or folder under data_root() (rafdb: the Kaggle layout, DATASET/ + train_labels.csv/test_labels.csv)
+KNOWN_FILES = {
+    "fer2013": "fer2013.npz",
+    "ferplus": "ferplus.npz",
+    "ferplus-majority": "ferplus.npz",
+    "rafdb": "rafdb",
+}
 KNOWN_OPTIONS = {"ferplus-majority": {"protocol": "majority"}}  # reader options a known name implies
 
 
@@ -33,7 +39,7 @@ def data_root() -> Path:
 
 
 def resolve(spec: str | Path) -> Path:
-    """A path as given, or a known dataset name (``fer2013``, ``ferplus``, ``ferplus-majority``) under
+    """A path as given, or a known dataset name (``fer2013``, ``ferplus``, ``ferplus-majority``, ``rafdb``) under
     :func:`data_root`."""
     path = Path(spec)
     if path.exists():

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..checkpoint import INT8, fold_temperature, load_checkpoint, pack_checkpoint, save_checkpoint
-from ..data import load_dataset, prepare_split
+from ..data import Dataset, load_dataset, prepare_split
 from ..hub import load_model, resolve_model
 from ..runtime import predict_logits
 from .calibration import fit_temperature
@@ -66,4 +67,26 @@ def pack_model(
     state, meta = load_checkpoint(out)
     metrics = {**meta.get("metrics", {}), "packed": result.metrics}
     save_checkpoint(out, state, {**meta, **fields, "metrics": metrics})
+    record_check(out, data, chosen["val"].name)
     return result
+
+
+def record_check(path: str | Path, data: str | Dataset, split: str, n: int = 300, seed: int = 0) -> dict:
+    """Accuracy and macro-F1 of the checkpoint at ``path`` (the torch model, flip averaging as its metadata
+    says) on a fixed sample of ``n`` images of ``split`` (sorted indices drawn by ``numpy.random.default_rng(seed)``
+    without replacement), written into its metadata as ``metrics.check`` (the weights are rewritten unchanged,
+    the ``.json`` sidecar too). ``tests/test_shipped.py`` recomputes it for the shipped models."""
+    net = load_model(path)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    chosen = dataset.split(split)
+    size = min(n, len(chosen))
+    idx = np.sort(np.random.default_rng(seed).choice(len(chosen), size=size, replace=False))
+    prepared = prepare_split(chosen.subset(idx).relabel(net.class_names), net.preprocessing, progress=False)
+    with torch.no_grad():
+        m = evaluate_prepared(net, prepared, net.metadata.get("tta_flip", False), routing=False)
+    name = data if isinstance(data, str) else dataset.name
+    check = {"data": name, "split": chosen.name, "n": int(m["n"]), "seed": seed}
+    check |= {"accuracy": float(m["accuracy"]), "macro_f1": float(m["macro_f1"])}
+    state, meta = load_checkpoint(path)
+    save_checkpoint(path, state, {**meta, "metrics": {**meta.get("metrics", {}), "check": check}})
+    return check

@@ -1,0 +1,79 @@
+"""Regression check of the shipped models: accuracy on a fixed, seeded 300-image sample of each model's
+validation split stays within 1 point of the figure recorded in its metadata (``metrics.check``, written by
+``expressnet.evaluate.pack.record_check``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import real_data
+from safetensors.torch import load_file
+
+from expressnet.checkpoint import read_metadata
+from expressnet.data.registry import KNOWN_FILES
+from expressnet.evaluate.pack import record_check
+from expressnet.hub import shipped_models
+
+SHIPPED = shipped_models()
+
+
+def validation_of(meta: dict) -> tuple[str, str]:
+    """The dataset (known name) and split a model was calibrated and selected on."""
+    calibration = meta.get("calibration", {})
+    data = calibration.get("data") or meta["data"]["name"]
+    return data, calibration.get("split", "val")
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_model_matches_its_recorded_check(name, tmp_path):
+    meta = read_metadata(SHIPPED[name])
+    check = meta.get("metrics", {}).get("check")
+    assert check, f"{name}: no metrics.check in its metadata (expressnet.evaluate.pack.record_check writes it)"
+    data, split = validation_of(meta)
+    assert check["data"] == data and check["n"] == 300 and check["seed"] == 0
+    real_data(KNOWN_FILES[data])
+    copy = tmp_path / SHIPPED[name].name
+    shutil.copy(SHIPPED[name], copy)
+    shutil.copy(SHIPPED[name].with_suffix(".json"), copy.with_suffix(".json"))
+    now = record_check(copy, data, split, n=check["n"], seed=check["seed"])
+    assert now["split"] == check["split"] and now["n"] == 300
+    assert abs(now["accuracy"] - check["accuracy"]) <= 0.01, (name, now, check)
+    assert abs(now["macro_f1"] - check["macro_f1"]) <= 0.02, (name, now, check)
+    # recording a check rewrites the metadata only: every stored tensor is unchanged
+    before, after = load_file(SHIPPED[name]), load_file(copy)
+    assert before.keys() == after.keys()
+    assert all(before[k].dtype == after[k].dtype and before[k].equal(after[k]) for k in before)
+
+
+def test_pack_records_the_check_without_touching_the_weights(tmp_path, synthetic_fer):
+    from expressnet.evaluate.pack import pack_model
+    from expressnet.train.config import TrainConfig
+    from expressnet.train.loop import run
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(preset="tiny", data=str(synthetic_fer), epochs=1, batch_size=32, lr=3e-3, out=str(out))
+    run(replace_fields(cfg))
+    target = tmp_path / "packed.safetensors"
+    pack_model(out, target, data=str(synthetic_fer))
+    check = read_metadata(target)["metrics"]["check"]
+    assert {k: check[k] for k in ("data", "split", "n", "seed")} == {
+        "data": str(synthetic_fer),
+        "split": "PublicTest",
+        "n": 70,  # the whole split when it has fewer than 300 images
+        "seed": 0,
+    }
+    before = load_file(target)
+    again = record_check(target, str(synthetic_fer), "val")
+    assert again == check  # deterministic: the same sample, the same figures
+    after = load_file(target)
+    assert all(before[k].equal(after[k]) for k in before)
+    assert json.loads(target.with_suffix(".json").read_text())["metrics"]["check"] == check  # the sidecar too
+
+
+def replace_fields(cfg):
+    from dataclasses import replace
+
+    return replace(cfg, threads=1, test_ablation=False, tensorboard=False)
