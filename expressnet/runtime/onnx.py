@@ -152,8 +152,12 @@ def _quantize(source: Path, target: Path, calibration: np.ndarray, tmp: Path) ->
 
     class Reader(CalibrationDataReader):
         def __init__(self, images: np.ndarray, batch: int = 32) -> None:
+            # equal batches only: the percentile calibrator stacks its per-batch tensors (a short last batch
+            # would make them ragged), so a remainder beyond the last full batch is left out
+            batch = min(batch, len(images))
+            usable = len(images) - len(images) % batch
             self.batches = iter(
-                [to_float(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
+                [to_float(torch.from_numpy(images[i : i + batch])).numpy() for i in range(0, usable, batch)]
             )
 
         def get_next(self):
