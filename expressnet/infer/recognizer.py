@@ -82,9 +82,9 @@ class Recognizer:
     timed at load), "torch" or "onnx". ``detector``: "blazeface" (default), "haar", "none" (images are face
     crops) or a :class:`FaceDetector`; ``detector_options`` go to its constructor (BlazeFace: ``model``,
     ``min_score``, ``tiles`` ("auto": tiles from the image size), ``retry`` (padded / rotated retries when
-    nothing is found), ``no_face`` ("whole": classify the whole image), ``threads``). ``align`` levels the eyes before cropping (needs landmarks:
-    BlazeFace). ``tta_flip`` defaults to what the model was trained for. ``device`` and ``precision`` apply to
-    the torch backend (a module passed in is moved to ``device``).
+    nothing is found), ``no_face`` ("whole": classify the whole image), ``threads``). ``align`` levels the
+    eyes before cropping (needs landmarks: BlazeFace). ``tta_flip`` defaults to what the model was trained
+    for. ``device`` and ``precision`` apply to the torch backend (a module passed in is moved to ``device``).
     """
 
     def __init__(
