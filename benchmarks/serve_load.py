@@ -49,8 +49,22 @@ def rss_mb(pid: int) -> float:
 
 
 def start_server(port: int, workers: int, queue: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "expressnet", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", str(workers), "--queue", str(queue), "--log-level", "warning"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "expressnet",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--queue",
+        str(queue),
+        "--log-level",
+        "warning",
+    ]
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -329,8 +343,11 @@ def main() -> int:
                 http.post(f"{base}/v1/faces", content=data, headers={"content-type": "image/jpeg"})
         asyncio.run(load(base, photos, min(args.clients, 20), 5.0))
         rss["warm"] = rss_mb(server.pid)
-        print(f"server pid {server.pid}, {args.workers} workers, queue {args.queue}; {len(photos)} photos; "
-              f"RSS at ready {rss['ready']:.0f} MB, after warm-up {rss['warm']:.0f} MB", flush=True)  # fmt: skip
+        print(
+            f"server pid {server.pid}, {args.workers} workers, queue {args.queue}; {len(photos)} photos; "
+            f"RSS at ready {rss['ready']:.0f} MB, after warm-up {rss['warm']:.0f} MB",
+            flush=True,
+        )
         result = asyncio.run(load(base, photos, args.clients, args.duration))
         rss["after"] = rss_mb(server.pid)
         result["rss_mb"] = {k: round(v, 1) for k, v in rss.items()}

@@ -25,10 +25,16 @@ ASTRONAUT = Path(__file__).resolve().parent.parent / "expressnet" / "assets" / "
 
 CHROMIUM = os.environ.get("EXPRESSNET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",  # the webcam test's camera
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",  # the webcam test's camera
+]
 PHOTO = "photos/group/t1_insightface.jpg"  # 6 faces, 1280x886
 VIDEO = "photos/video/single_face_pyfeat.mp4"
 

@@ -135,8 +135,9 @@ def test_faces_raw_body_and_options(client, group_jpeg):
 
 def test_faces_generated_image_without_faces(client):
     gradient = np.broadcast_to(np.linspace(40, 220, 200, dtype=np.uint8)[None, :, None], (120, 200, 3))
-    r = client.post("/v1/faces", content=png_bytes(np.ascontiguousarray(gradient)),
-                    headers={"content-type": "image/png"})  # fmt: skip
+    r = client.post(
+        "/v1/faces", content=png_bytes(np.ascontiguousarray(gradient)), headers={"content-type": "image/png"}
+    )
     assert r.status_code == 200
     assert r.json()["faces"] == [] and r.json()["image"] == {"width": 200, "height": 120}
 
@@ -420,8 +421,9 @@ def test_video_ndjson(client, upload_dir):
 
 def test_video_csv_multipart(client, upload_dir):
     data = real_data(VIDEO).read_bytes()
-    r = client.post("/v1/videos?max_frames=3", files={"video": ("clip.mp4", data, "video/mp4")},
-                    headers={"accept": "text/csv"})  # fmt: skip
+    r = client.post(
+        "/v1/videos?max_frames=3", files={"video": ("clip.mp4", data, "video/mp4")}, headers={"accept": "text/csv"}
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = r.text.splitlines()
     assert rows[0] == ",".join(columns(client.app.state.engine.recognizer.class_names))  # the CLI's columns

@@ -23,13 +23,18 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "expressnet_http_requests", "HTTP requests and WebSocket sessions by route and status.",
-            ["method", "route", "status"], registry=r,
-        )  # fmt: skip
+            "expressnet_http_requests",
+            "HTTP requests and WebSocket sessions by route and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "expressnet_http_request_duration_seconds", "Time from request to the end of the response, by route.",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "expressnet_http_request_duration_seconds",
+            "Time from request to the end of the response, by route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge("expressnet_http_requests_in_flight", "HTTP requests being answered.", registry=r)
         self.jobs = Gauge(
             "expressnet_inference_jobs_in_flight", "Admitted inference jobs (running or queued).", registry=r
@@ -42,9 +47,11 @@ class Metrics:
             "expressnet_frames", "Video and stream frames processed, by endpoint.", ["endpoint"], registry=r
         )
         self.inference = Histogram(
-            "expressnet_inference_duration_seconds", "Detector + classifier time per image or frame.",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "expressnet_inference_duration_seconds",
+            "Detector + classifier time per image or frame.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

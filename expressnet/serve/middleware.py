@@ -103,9 +103,15 @@ class RequestContext:
             await send({"type": "websocket.close", "code": 1011})
             return
         body = json.dumps(error_body(message, request_id)).encode()
-        await send({
-            "type": "http.response.start", "status": code,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        (b"x-request-id", request_id.encode())],
-        })  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": code,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

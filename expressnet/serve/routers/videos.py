@@ -32,8 +32,14 @@ from .faces import ERRORS
 
 log = logging.getLogger("expressnet.serve")
 router = APIRouter(prefix="/v1", tags=["videos"], dependencies=[Depends(require_api_key)])
-SUFFIX_BY_TYPE = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov", "video/x-msvideo": ".avi",
-                  "video/x-matroska": ".mkv", "video/mpeg": ".mpg"}  # fmt: skip
+SUFFIX_BY_TYPE = {
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "video/quicktime": ".mov",
+    "video/x-msvideo": ".avi",
+    "video/x-matroska": ".mkv",
+    "video/mpeg": ".mpg",
+}
 VIDEO_BODY = {
     "requestBody": {
         "required": True,
@@ -184,9 +190,13 @@ async def videos(request: Request, params: Annotated[VideoParams, Query()]) -> S
     try:
         with os.fdopen(fd, "wb") as sink:
             upload = await receive_upload(
-                request, sink, "video", ("video/", "application/octet-stream"), settings.max_upload_bytes,
+                request,
+                sink,
+                "video",
+                ("video/", "application/octet-stream"),
+                settings.max_upload_bytes,
                 settings.body_timeout_s,
-            )  # fmt: skip
+            )
         job.name = upload.filename or "upload"
         params = validated(VideoParams, params, upload.fields)
         suffix = upload_suffix(upload.filename, upload.content_type)
