@@ -41,6 +41,7 @@ class PredictSummary:
     seconds: float = 0.0  # wall time of this run (a resumed run: of its last part)
     resumed_at: int | None = None  # inputs a resumed run found done
     complete: bool = False  # resume found the outputs finished: nothing was done
+    frames_before: int = 0  # frames a resumed run found done
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -49,8 +50,9 @@ class PredictSummary:
         return {k: getattr(self, k) for k in ("files", "frames", "faces", "rows", "failures")}
 
     def line(self) -> str:
-        """The closing line: counts, failures, time and throughput."""
-        rate = f", {self.frames / self.seconds:.1f} frames/s" if self.seconds > 0 and self.frames else ""
+        """The closing line: counts, failures, time and throughput (of this run: a resumed one's part)."""
+        done = self.frames - self.frames_before
+        rate = f", {done / self.seconds:.1f} frames/s" if self.seconds > 0 and done else ""
         text = (
             f"{self.files} file(s), {self.frames} frame(s), {self.faces} face(s), {len(self.failures)} failure(s)"
             f" in {self.seconds:.1f} s{rate}"
@@ -315,6 +317,7 @@ def run_predict(
         )
         summary.failures = dict(counts["failures"])
         summary.resumed_at = start.input
+        summary.frames_before = summary.frames
     outputs = [real_path(p) for p in [*single, jsonl, csv_path] if p is not None]
     avoid = Avoid(outputs, None if camera or remote else source, recursive)
     warn = warn or (lambda message: print(f"error: {message}", file=sys.stderr))
