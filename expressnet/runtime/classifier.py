@@ -195,18 +195,22 @@ _AUTO_CHOICE: dict[tuple, tuple[str, dict[str, float]]] = {}
 _AUTO_LOCK = threading.Lock()
 
 
-def measure(classifier: Classifier, batch: int = 32, repeats: int = 3) -> float:
-    """Images/s of ``classifier`` on random crops: best of ``repeats`` after one warm-up batch."""
-    pre = classifier.preprocessing
+def measure(classifiers: dict[str, Classifier], batch: int = 64, rounds: int = 5) -> dict[str, float]:
+    """Images/s of each classifier on the same random crops (with its flip averaging): the best of ``rounds``
+    after a warm-up call, timed in alternating rounds so that a busy CPU slows every candidate alike."""
+    first = next(iter(classifiers.values()))
+    pre = first.preprocessing
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
-    classifier.logits(images[:2])
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    best = dict.fromkeys(classifiers, float("inf"))
+    for classifier in classifiers.values():
         classifier.logits(images)
-        best = min(best, time.perf_counter() - start)
-    return batch / best
+    for _ in range(rounds):
+        for name, classifier in classifiers.items():
+            start = time.perf_counter()
+            classifier.logits(images)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: batch / seconds for name, seconds in best.items()}
 
 
 def load_classifier(
@@ -242,7 +246,7 @@ def load_classifier(
             classifier = BACKENDS.get(choice)(model, **options)
         else:
             built = {name: BACKENDS.get(name)(model, **options) for name in candidates}
-            speeds = {name: measure(c, min(batch_size, 32)) for name, c in built.items()}
+            speeds = measure(built, batch_size)
             choice = max(speeds, key=speeds.get)
             _AUTO_CHOICE[key] = (choice, speeds)
             classifier = built[choice]
