@@ -19,7 +19,7 @@ from expressnet.cli import app
 from expressnet.data import Preprocessing
 from expressnet.data.images import read_image
 from expressnet.data.labels import FER2013_CLASSES
-from expressnet.hub import load_model
+from expressnet.hub import load_model, shipped_models, shipped_onnx
 from expressnet.runtime import TorchClassifier, available_backends, load_classifier, predict_logits, softmax
 from expressnet.runtime.onnx import OnnxClassifier, export_onnx, file_sha256, read_onnx_metadata
 
@@ -218,3 +218,16 @@ def test_presets_and_model_summary_commands():
     assert result.exit_code == 0 and "decided at run time): none" in result.output
     result = runner.invoke(app, ["model-summary", "--preset", "compact-rgb64"])
     assert "21x21" in result.output  # a 21x21 kernel on a 64 px RGB map takes the FFT path
+
+
+def test_shipped_onnx_files_come_from_the_shipped_weights():
+    """Each shipped int8 ONNX file names the sha256 of the safetensors file it was exported from: re-export it
+    (`expressnet export NAME --int8 -o expressnet/weights/NAME.int8.onnx`) whenever the weights file changes."""
+    for name, path in shipped_models().items():
+        onnx_file = shipped_onnx(name)
+        if onnx_file is None:
+            continue
+        meta = read_onnx_metadata(onnx_file)
+        assert meta["source_sha256"] == file_sha256(path), name
+        assert meta["class_names"] == list(load_model(name).class_names), name
+        assert onnx_file.stat().st_size <= 10_000_000, name
