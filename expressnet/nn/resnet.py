@@ -95,7 +95,7 @@ class ResNetSpec:
 class ResNet(nn.Module):
     """Residual feature extractor: image (N, C, H, W) -> pooled features (N, ``out_features``)."""
 
-    def __init__(self, spec: ResNetSpec = ResNetSpec(), in_channels: int = 3, zero_init_residual: bool = False) -> None:
+    def __init__(self, spec: ResNetSpec = ResNetSpec(), in_channels: int = 3) -> None:
         super().__init__()
         self.spec = spec
         block = BLOCKS[spec.block]
@@ -119,11 +119,6 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            for m in self.modules():
-                last_bn = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
-                if last_bn is not None:
-                    nn.init.zeros_(last_bn.weight)
 
     def _make_layer(
         self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int
