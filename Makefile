@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/expressnet predict expressnet/assets/astronaut.jpg --json demo-output/astronaut.jsonl --save-annotated demo-output
+	$(BIN)/expressnet predict expressnet/assets/astronaut.jpg --json demo-output/astronaut.jsonl --save-annotated demo-output --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q
