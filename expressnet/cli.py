@@ -291,8 +291,6 @@ def predict(
     model, an output that exists) or an output that cannot be written."""
     import os
 
-    from rich.markup import escape
-
     from .checkpoint import CheckpointError
     from .data import DataError
     from .faces.model_files import DetectorModelError
@@ -350,7 +348,7 @@ def predict(
             workers=workers,
         )
     except ModuleNotFoundError as exc:  # ray, pyarrow: the message names the extra
-        _fail(escape(str(exc)))
+        _fail(str(exc))
     except (DataError, CheckpointError, DetectorModelError, ValueError, OSError) as exc:
         _fail(str(exc))
     if summary.complete:
@@ -374,14 +372,12 @@ def summarize(
     """Timelines people can read: per video track the emotion probabilities over time, the share of time per
     emotion, the dominant emotion per segment and how long the face is present; per image folder the emotion
     distribution; a Markdown page linking the pictures."""
-    from rich.markup import escape
-
     from .infer.summary import summarize as write_summary
 
     try:
         report = write_summary(rows, out, segment)
     except (ModuleNotFoundError, OSError, ValueError, KeyError) as exc:  # matplotlib: the message names the extra
-        _fail(escape(str(exc)))
+        _fail(str(exc))
     for path in report["files"]:
         console.print(f"wrote {path}", highlight=False)
 
