@@ -14,6 +14,8 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ExpressNet-MoE facial expression recognition.")
 console = Console(soft_wrap=True)
+MODEL_HELP = "Shipped model name (fer2013, ferplus, rafdb, fer2013-fast, default), checkpoint or .onnx file."
+DATA_HELP = "Dataset path or name (fer2013, ferplus, ferplus-majority, rafdb; A+B combines datasets)."
 
 
 @app.command("model-summary")
@@ -94,7 +96,7 @@ def _fail(message: str) -> NoReturn:
 def train(
     config: Annotated[str | None, typer.Option(help="YAML training config (fields of TrainConfig).")] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset; picks the recipe defaults.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset path or name (fer2013, ferplus, ferplus-majority).")] = None,
+    data: Annotated[str | None, typer.Option(help=DATA_HELP)] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs; with --resume a new total (schedule recomputed).")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option()] = None,
@@ -152,9 +154,9 @@ def train(
 def evaluate(
     model: Annotated[
         str,
-        typer.Option(help="Shipped model name (fer2013, ferplus, fer2013-fast, default), checkpoint or .onnx file."),
+        typer.Option(help=MODEL_HELP),
     ] = "default",
-    data: Annotated[str, typer.Option(help="Dataset path or name (fer2013, ferplus, ferplus-majority).")] = "fer2013",
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "fer2013",
     split: Annotated[str, typer.Option(help="Split or role; A+B joins splits (PublicTest+PrivateTest).")] = "test",
     json_out: Annotated[str | None, typer.Option("--json", help="Write metrics JSON here ('-' for stdout).")] = None,
     report_dir: Annotated[str | None, typer.Option(help="Write metrics.json and figures here.")] = None,

@@ -19,6 +19,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {
     "fer2013": "fer2013.safetensors",
     "ferplus": "ferplus.safetensors",
+    "rafdb": "rafdb.safetensors",
 }
 DEFAULT = "fer2013"
 

@@ -458,3 +458,31 @@ def test_packed_training_images_read_back_as_the_dataset(tmp_path):
     assert ds.split("PublicTest").counts() == dict.fromkeys(FER2013_CLASSES, 2)
     image = ds.split("Training").image(0)  # files decode as RGB: gray replicated, native 48x48
     assert image.shape == (48, 48, 3) and (image == image[..., :1]).all()
+
+
+def test_datasets_combine_split_by_split_in_the_first_ones_class_order(tmp_path, monkeypatch):
+    from conftest import make_fer_npz
+
+    make_rafdb_kaggle(tmp_path / "rafdb", n_train=70, n_test=14)
+    make_fer_npz(tmp_path / "fer2013.npz", {"Training": 28, "PublicTest": 7, "PrivateTest": 14})
+    monkeypatch.setenv("EXPRESSNET_DATA", str(tmp_path))
+    fer, raf = load_dataset("fer2013"), load_dataset("rafdb")
+    both = load_dataset("fer2013+rafdb")
+    assert both.name == "fer2013+rafdb" and both.class_names == fer.class_names != raf.class_names
+    assert both.roles["train"] == "fer2013:Training+rafdb:train-fit"
+    assert both.roles["val"] == "fer2013:PublicTest+rafdb:train-val"
+    assert both.roles["test"] == "fer2013:PrivateTest+rafdb:test"
+    assert "test-all" not in both.roles  # only roles every dataset has are combined
+    for role in ("train", "val", "test"):
+        split, a, b = both.split(role), fer.split(role), raf.split(role)
+        assert len(split) == len(a) + len(b) and split.sources == a.sources + b.sources
+        # labels keep their class: RAF-DB's are re-indexed into FER-2013's order by name
+        names = [both.class_names[y] for y in split.labels]
+        assert names == [a.class_names[y] for y in a.labels] + [b.class_names[y] for y in b.labels]
+        assert split.image(0).shape == (48, 48) and split.image(len(a)).shape == (100, 100, 3)
+    with pytest.raises(DataError, match="cannot be given for a combination"):
+        load_dataset("fer2013+rafdb", seed=1)
+    with pytest.raises(DataError, match="dataset 'rafdb' is named twice"):
+        load_dataset("rafdb+rafdb")
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_dataset("fer2013+nothing-here")

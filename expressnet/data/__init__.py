@@ -1,6 +1,6 @@
 """Datasets: readers for FER-2013, FER+, RAF-DB, AffectNet and image folders behind one interface."""
 
-from .base import DataError, Dataset, Split, concat_splits, stratified_indices
+from .base import DataError, Dataset, Split, combine_datasets, concat_splits, stratified_indices
 from .images import read_image, to_model_input
 from .labels import EMOTIONS, canonical, match_classes
 from .prepare import Prepared, Preprocessing, prepare_split
@@ -14,6 +14,7 @@ __all__ = [
     "Preprocessing",
     "Split",
     "canonical",
+    "combine_datasets",
     "concat_splits",
     "data_root",
     "detect_kind",

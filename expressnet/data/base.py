@@ -191,3 +191,33 @@ class Dataset:
         splits[f"{train.name}-val"] = train.subset(held, f"{train.name}-val")
         roles = {**self.roles, "train": f"{train.name}-fit", "val": f"{train.name}-val"}
         return Dataset(self.name, splits, roles, self.root)
+
+
+def combine_datasets(datasets: Sequence[Dataset], name: str | None = None) -> Dataset:
+    """Several datasets as one (e.g. FER-2013 and RAF-DB, to train one model on both). Every split is kept under
+    ``<dataset>:<split>``, labels re-indexed into the first dataset's class order (classes matched by name); each
+    role (train, val, test, and any other role all of them share) is the concatenation of the datasets' splits in
+    that role. Every dataset needs a train, a val and a test split (a held-out val, for those without one)."""
+    first = datasets[0]
+    classes = first.class_names
+    splits: dict[str, Split] = {}
+    shared = [role for role in first.roles if all(role in ds.roles for ds in datasets)]
+    roles: dict[str, list[str]] = {role: [] for role in shared}
+    for ds in datasets:
+        missing = [role for role in ("train", "val", "test") if role not in ds.roles]
+        if missing:
+            raise DataError(f"{ds.root or ds.name}: no {missing[0]!r} split to combine with other datasets")
+        for split_name, split in ds.splits.items():
+            key = f"{ds.name}:{split_name}"
+            if key in splits:
+                raise DataError(f"{ds.root or ds.name}: dataset {ds.name!r} is named twice")
+            splits[key] = replace(split.relabel(classes), name=key)
+        for role in roles:
+            roles[role] += [f"{ds.name}:{part}" for part in ds.split_names(role)]
+    combined = name or "+".join(ds.name for ds in datasets)
+    return Dataset(
+        combined,
+        splits,
+        {role: "+".join(parts) for role, parts in roles.items()},
+        " + ".join(ds.root or ds.name for ds in datasets),
+    )

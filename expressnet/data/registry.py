@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .affectnet import read_affectnet
-from .base import DataError, Dataset
+from .base import DataError, Dataset, combine_datasets
 from .fer2013 import read_fer2013_csv, read_fer2013_folders, read_fer2013_npz
 from .ferplus import read_ferplus_csv, read_ferplus_npz
 from .folders import read_image_folder
@@ -96,7 +96,13 @@ def detect_kind(path: Path) -> str:
 def load_dataset(spec: str | Path, kind: str = "auto", **options: Any) -> Dataset:
     """Load a dataset from a path or known name. ``kind`` forces a reader; ``options`` go to the reader
     (e.g. ``images=`` for FER+ CSV votes, ``protocol="majority"`` for FER+, ``num_classes=7`` for AffectNet,
-    ``seed=`` for held-out splits). Known names may imply options (``ferplus-majority``)."""
+    ``seed=`` for held-out splits). Known names may imply options (``ferplus-majority``). ``A+B`` (names or paths
+    that do not exist as given) trains on several datasets as one: see :func:`combine_datasets`."""
+    parts = str(spec).split("+")
+    if len(parts) > 1 and not Path(spec).exists():
+        if options:
+            raise DataError(f"{spec}: reader options cannot be given for a combination of datasets")
+        return combine_datasets([load_dataset(part, kind) for part in parts], str(spec))
     path = resolve(spec)
     if not Path(spec).exists():
         options = {**KNOWN_OPTIONS.get(str(spec), {}), **options}
