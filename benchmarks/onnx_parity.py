@@ -1,7 +1,7 @@
 """ONNX exports against torch on the real test protocols: fp32 max |logit difference|, int8 top-1 agreement and
 accuracy / macro-F1 per protocol, for every shipped model (int8: the shipped file; fp32: exported on the fly).
 
-    python benchmarks/onnx_parity.py [--models fer2013 ferplus]
+    python benchmarks/onnx_parity.py [--models fer2013 rafdb]
 """
 
 from __future__ import annotations
@@ -15,24 +15,30 @@ import torch
 
 from expressnet.data import load_dataset, prepare_split
 from expressnet.evaluate.metrics import classification_metrics
-from expressnet.hub import load_model, shipped_onnx
+from expressnet.hub import load_model, shipped_models, shipped_onnx
 from expressnet.runtime import TorchClassifier
 from expressnet.runtime.onnx import OnnxClassifier, export_onnx
 
-PROTOCOLS = {
-    "fer2013": ["PublicTest", "PrivateTest", "PublicTest+PrivateTest"],
-    "ferplus": ["PublicTest", "PrivateTest"],
+PROTOCOLS = {  # a model's training data -> its validation and test protocols (dataset, split)
+    "fer2013": [("fer2013", "PublicTest"), ("fer2013", "PrivateTest"), ("fer2013", "PublicTest+PrivateTest")],
+    "ferplus": [("ferplus", "PublicTest"), ("ferplus", "PrivateTest")],
+    "rafdb": [("rafdb", "val"), ("rafdb", "test")],
 }
+
+
+def protocols(data: str) -> list[tuple[str, str]]:
+    """Each dataset's protocols for a model trained on ``data`` (``fer2013+rafdb``: both datasets')."""
+    return [p for part in data.split("+") for p in PROTOCOLS.get(part, [(part, "val"), (part, "test")])]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["fer2013", "ferplus", "fer2013-fast"])
+    parser.add_argument("--models", nargs="+", help="shipped names or checkpoints (default: every shipped model)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
+        for name in args.models or list(shipped_models()):
             try:
                 net = load_model(name)
             except Exception as exc:  # not shipped in this checkout
@@ -41,9 +47,8 @@ def main() -> None:
             reference = TorchClassifier(net)
             fp32 = OnnxClassifier(export_onnx(net, Path(tmp) / f"{name}.onnx"))
             int8 = OnnxClassifier(shipped_onnx(name)) if shipped_onnx(name) else None
-            data = net.metadata.get("data", {}).get("name", "fer2013")
-            dataset = load_dataset(data)
-            for split in PROTOCOLS.get(data, ["PrivateTest"]):
+            for data, split in protocols(net.metadata.get("data", {}).get("name", "fer2013")):
+                dataset = load_dataset(data)
                 prepared = prepare_split(dataset.split(split).relabel(net.class_names), net.preprocessing, False)
                 x, y = prepared.images.numpy(), prepared.labels.numpy()
                 ref = reference.logits(x)
