@@ -23,9 +23,9 @@ SHIPPED = {
     "rafdb": "rafdb.safetensors",
     "fer2013-rafdb": "fer2013-rafdb.safetensors",
 }
-# configs/fer2013-rafdb.yaml's rule, on validation: FER-2013 PublicTest 68.15 % (>= 67.5) and RAF-DB val 80.94 %
-# (>= 80), so the model trained on both replaced fer2013 as the default
-DEFAULT = "fer2013-rafdb"
+# fer2013-rafdb met its validation rule (configs/fer2013-rafdb.yaml) but turns 3 of the 7 labelled photos to
+# another emotion when they are rotated by 90 degrees (tests/test_faces.py), so fer2013 stays the default
+DEFAULT = "fer2013"
 
 
 def shipped_models() -> dict[str, Path]:

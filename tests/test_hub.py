@@ -48,9 +48,8 @@ def test_load_model_offline(name, no_network):
     assert torch.allclose(probs.sum(1), torch.ones(2))
 
 
-def test_default_is_fer2013_rafdb_and_ferplus_has_eight_classes():
-    assert resolve_model(None) == resolve_model("fer2013-rafdb")
-    assert expressnet.load_model().metadata["data"]["name"] == "fer2013+rafdb"
+def test_default_is_fer2013_and_ferplus_has_eight_classes():
+    assert resolve_model(None) == resolve_model("fer2013")
     assert expressnet.load_model("ferplus").class_names == (
         "neutral",
         "happy",
