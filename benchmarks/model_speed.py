@@ -64,7 +64,7 @@ def backends(name: str, tmp: Path) -> Iterator[tuple[str, str, Classifier]]:
 TEST_SPLIT = {"fer2013": "PrivateTest", "ferplus": "PrivateTest", "rafdb": "test"}
 
 
-def private_test(name: str, classifier: Classifier, cache: dict) -> tuple[np.ndarray, np.ndarray, tuple]:
+def test_crops(name: str, classifier: Classifier, cache: dict) -> tuple[np.ndarray, np.ndarray, tuple]:
     """The test crops of the model's own dataset (FER-2013 or FER+ PrivateTest, RAF-DB test; the first dataset of
     a combination such as fer2013+rafdb), prepared as the model expects."""
     data = classifier.metadata.get("data", {}).get("name", "fer2013").split("+")[0]
@@ -100,7 +100,7 @@ def main() -> None:
                 print(f"{name:14s} skipped: {exc}")
                 continue
             for backend, precision, classifier in backends(name, Path(tmp)):
-                x, y, split = private_test(name, classifier, cache)
+                x, y, split = test_crops(name, classifier, cache)
                 one = rate(lambda c=classifier, x=x: c.logits(x[:1], tta_flip=False), 1, args.seconds)
                 many = rate(lambda c=classifier, x=x: c.logits(x[:64], tta_flip=False), 64, args.seconds)
                 if (backend, precision) == ("onnx", "int8"):
@@ -117,7 +117,7 @@ def main() -> None:
         fer_rate = None
         try:
             fer = FerAdapter(args.threads)
-            x, y, split = private_test("fer2013", load_classifier("fer2013", "torch"), cache)
+            x, y, split = test_crops("fer2013", load_classifier("fer2013", "torch"), cache)
             gray = x[:, 0]
             one = rate(lambda: fer.predict_probs(gray[:1]), 1, args.seconds)
             fer_rate = rate(lambda: fer.predict_probs(gray[:64]), 64, args.seconds)
@@ -133,7 +133,7 @@ def main() -> None:
         print(
             "\ndefault Recognizer classifier path vs the torch path before the runtime layer (batch 64, flip averaging)"
         )
-        x, _, _ = private_test("fer2013", load_classifier("fer2013", "torch"), cache)
+        x, _, _ = test_crops("fer2013", load_classifier("fer2013", "torch"), cache)
         old_path, default = TorchClassifier(load_model()), load_classifier(None, "auto")
         best = {"before": float("inf"), "now": float("inf")}
         for _ in range(8):  # alternating rounds: a busy CPU slows both alike

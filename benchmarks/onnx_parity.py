@@ -7,6 +7,7 @@ accuracy / macro-F1 per protocol, for every shipped model (int8: the shipped fil
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def protocols(data: str) -> list[tuple[str, str]]:
     return [p for part in data.split("+") for p in PROTOCOLS.get(part, [(part, "val"), (part, "test")])]
 
 
+dataset = functools.cache(load_dataset)  # each dataset is read once, however many models and splits use it
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", help="shipped names or checkpoints (default: every shipped model)")
@@ -48,8 +52,7 @@ def main() -> None:
             fp32 = OnnxClassifier(export_onnx(net, Path(tmp) / f"{name}.onnx"))
             int8 = OnnxClassifier(shipped_onnx(name)) if shipped_onnx(name) else None
             for data, split in protocols(net.metadata.get("data", {}).get("name", "fer2013")):
-                dataset = load_dataset(data)
-                prepared = prepare_split(dataset.split(split).relabel(net.class_names), net.preprocessing, False)
+                prepared = prepare_split(dataset(data).split(split).relabel(net.class_names), net.preprocessing, False)
                 x, y = prepared.images.numpy(), prepared.labels.numpy()
                 ref = reference.logits(x)
                 diff = np.abs(fp32.logits(x) - ref).max()

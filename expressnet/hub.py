@@ -2,9 +2,8 @@
 
 ``load_model()`` returns the default model (see ``DEFAULT``), ``load_model("fer2013")`` /
 ``load_model("ferplus")`` / ``load_model("rafdb")`` / ``load_model("fer2013-rafdb")`` the shipped ones, and
-``load_model(path)`` any
-ExpressNet checkpoint. Each shipped model may also ship as an int8 ONNX file (``expressnet export``), which
-:func:`expressnet.runtime.load_classifier` runs with ONNX Runtime.
+``load_model(path)`` any ExpressNet checkpoint. A shipped model may also ship as an int8 ONNX file
+(``expressnet export``), which :func:`expressnet.runtime.load_classifier` runs with ONNX Runtime.
 """
 
 from __future__ import annotations

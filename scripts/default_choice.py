@@ -13,6 +13,7 @@ the file name). Every model runs on the torch backend with its own flip averagin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -26,16 +27,22 @@ VALIDATION = [("fer2013", "PublicTest"), ("rafdb", "val")]
 TEST = [("fer2013", "PrivateTest"), ("fer2013", "PublicTest+PrivateTest"), ("rafdb", "test")]
 
 
-def scores(model: str, protocols: list[tuple[str, str]]) -> list[dict]:
+dataset = functools.cache(load_dataset)  # each dataset is read once for both models
+
+
+def scores(model: str) -> dict[str, list[dict]]:
+    """Accuracy and macro-F1 of ``model`` on the validation and the test protocols."""
     net = load_classifier(model, "torch")
-    rows = []
-    for data, split in protocols:
-        prepared = prepare_split(load_dataset(data).split(split).relabel(net.class_names), net.preprocessing)
-        m = evaluate_prepared(net, prepared, net.tta_flip, routing=False)
-        rows.append(
-            {"data": data, "split": split, "n": int(m["n"]), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
-        )
-    return rows
+    out: dict[str, list[dict]] = {}
+    for part, protocols in (("validation", VALIDATION), ("test", TEST)):
+        out[part] = []
+        for data, split in protocols:
+            prepared = prepare_split(dataset(data).split(split).relabel(net.class_names), net.preprocessing)
+            m = evaluate_prepared(net, prepared, net.tta_flip, routing=False)
+            out[part].append(
+                {"data": data, "split": split, "n": int(m["n"]), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+            )
+    return out
 
 
 def photos(model: str, folder: Path) -> dict:
@@ -58,12 +65,7 @@ def main() -> None:
 
     result = {}
     for role, model in (("old", args.old), ("new", args.new)):
-        result[role] = {
-            "model": model,
-            "validation": scores(model, VALIDATION),
-            "test": scores(model, TEST),
-            "photos": photos(model, data_root() / "photos" / "labelled"),
-        }
+        result[role] = {"model": model, **scores(model), "photos": photos(model, data_root() / "photos" / "labelled")}
     lines = [
         f"| protocol | n | {args.old}: accuracy | macro-F1 | {args.new}: accuracy | macro-F1 |",
         "|---|---:|---:|---:|---:|---:|",
