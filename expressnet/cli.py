@@ -14,7 +14,9 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ExpressNet-MoE facial expression recognition.")
 console = Console(soft_wrap=True)
-MODEL_HELP = "Shipped model name (fer2013 = default, ferplus, rafdb, fer2013-rafdb), checkpoint or .onnx file."
+MODEL_HELP = (
+    "Shipped model name (fer2013 = default, ferplus, rafdb, fer2013-rafdb, fer2013-fast), checkpoint or .onnx file."
+)
 DATA_HELP = "Dataset path or name (fer2013, ferplus, ferplus-majority, rafdb; A+B combines datasets)."
 
 

@@ -1,7 +1,8 @@
 """Shipped models and checkpoint loading by name or path, offline.
 
 ``load_model()`` returns the default model (see ``DEFAULT``), ``load_model("fer2013")`` /
-``load_model("ferplus")`` / ``load_model("rafdb")`` / ``load_model("fer2013-rafdb")`` the shipped ones, and
+``load_model("ferplus")`` / ``load_model("rafdb")`` / ``load_model("fer2013-rafdb")`` /
+``load_model("fer2013-fast")`` the shipped ones, and
 ``load_model(path)`` any ExpressNet checkpoint. A shipped model may also ship as an int8 ONNX file
 (``expressnet export``), which :func:`expressnet.runtime.load_classifier` runs with ONNX Runtime.
 """
@@ -21,6 +22,7 @@ SHIPPED = {
     "ferplus": "ferplus.safetensors",
     "rafdb": "rafdb.safetensors",
     "fer2013-rafdb": "fer2013-rafdb.safetensors",
+    "fer2013-fast": "fer2013-fast.safetensors",
 }
 # fer2013-rafdb met its validation rule (configs/fer2013-rafdb.yaml) but turns 3 of the 7 labelled photos to
 # another emotion when they are rotated by 90 degrees (tests/test_faces.py), so fer2013 stays the default

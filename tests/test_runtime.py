@@ -212,7 +212,7 @@ def test_presets_and_model_summary_commands():
     runner = CliRunner()
     result = runner.invoke(app, ["presets"])
     assert result.exit_code == 0
-    for name in ("paper", "compact", "compact-fast", "tiny"):
+    for name in ("paper", "compact", "compact-fast", "compact-xs", "tiny"):
         assert name in result.output
     result = runner.invoke(app, ["model-summary", "--preset", "compact"])
     assert result.exit_code == 0 and "decided at run time): none" in result.output

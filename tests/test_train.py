@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from conftest import real_data
 from safetensors.torch import load_file
 
-from expressnet.checkpoint import build_model, save_checkpoint
+from expressnet.checkpoint import build_model, load_checkpoint, save_checkpoint
 from expressnet.data import DataError, Prepared, Preprocessing, Split, load_dataset
 from expressnet.evaluate.report import write_report
 from expressnet.hub import load_model
-from expressnet.nn import create_model
+from expressnet.nn import ExpressNetConfig, create_model
+from expressnet.nn.shrink import shrink_state
 from expressnet.runtime.batched import predict_logits
 from expressnet.train import loop
 from expressnet.train.augment import AugmentConfig
@@ -466,3 +467,18 @@ def test_init_from_matches_classifier_rows_by_class_name(tmp_path):
     assert torch.equal(target.head.weight[1], fresh_contempt)  # no counterpart: left as initialised
     with pytest.raises(ValueError, match="do not fit"):
         loop.init_from_checkpoint(create_model("compact-s"), str(tmp_path / "src.safetensors"), ("angry",))
+
+
+def test_init_shrink_starts_a_smaller_student_from_a_trained_model(trained, tmp_path):
+    source = str(Path(trained[0].out) / "best.safetensors")
+    smaller = {"global_dim": 16, "fusion_dim": 16, "backbone": {"widths": [4, 12], "stem_width": 4}}
+    cfg = replace(tiny_config(trained[0].data, tmp_path / "s"), model=smaller, init_from=source)
+    classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    with pytest.raises(ValueError, match="do not fit"):
+        loop.new_model(cfg, classes, lambda *a: None)
+    said = []
+    student = loop.new_model(replace(cfg, init_shrink=True), classes, said.append)
+    state, meta = load_checkpoint(source)
+    expected = shrink_state(state, ExpressNetConfig.from_dict(meta["model_config"]), student.config)
+    assert all(torch.equal(student.state_dict()[k], v) for k, v in expected.items())
+    assert "shrunk weights" in said[0]

@@ -26,6 +26,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # ExpressNetConfig overrides, e.g. {top_k: 1}
     backbone_weights: str | None = None  # torchvision-style ResNet weights (.safetensors or weights-only .pth)
     init_from: str | None = None  # start from an ExpressNet checkpoint (path or shipped name); classes by name
+    init_shrink: bool = False  # init_from a larger model of the same topology: keep its most important channels
     # data
     data: str = "fer2013"  # path or known name
     data_kind: str = "auto"

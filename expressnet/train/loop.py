@@ -42,7 +42,8 @@ from ..evaluate.core import evaluate_prepared
 from ..evaluate.report import write_report
 from ..hub import load_model, resolve_model
 from ..io import atomic_write
-from ..nn import ExpressNetMoE, create_model
+from ..nn import ExpressNetConfig, ExpressNetMoE, create_model
+from ..nn.shrink import shrink_state
 from ..registry import Registry
 from ..runtime.batched import autocast, predict_logits, to_float
 from .augment import augment, mix
@@ -344,15 +345,19 @@ def same_input(a: Preprocessing, b: Preprocessing) -> bool:
 def new_model(cfg: TrainConfig, class_names: tuple[str, ...], say: Callable[..., None]) -> ExpressNetMoE:
     model = create_model(cfg.preset, num_classes=len(class_names), backbone_weights=cfg.backbone_weights, **cfg.model)
     if cfg.init_from:
-        say(f"[bold]init[/] {init_from_checkpoint(model, cfg.init_from, class_names)}")
+        say(f"[bold]init[/] {init_from_checkpoint(model, cfg.init_from, class_names, shrink=cfg.init_shrink)}")
     return model
 
 
-def init_from_checkpoint(model: torch.nn.Module, source: str, class_names: tuple[str, ...]) -> str:
+def init_from_checkpoint(model: ExpressNetMoE, source: str, class_names: tuple[str, ...], shrink: bool = False) -> str:
     """Copy a checkpoint's weights into ``model``; classifier rows are matched by canonical class name
-    (classes the checkpoint lacks keep their fresh initialisation). Returns a one-line description."""
+    (classes the checkpoint lacks keep their fresh initialisation). With ``shrink``, the checkpoint may be a larger
+    model of the same topology: its most important channels and first blocks are kept (:func:`shrink_state`).
+    Returns a one-line description."""
     path = resolve_model(source)
     state, meta = load_checkpoint(path)
+    if shrink:
+        state = shrink_state(state, ExpressNetConfig.from_dict(meta["model_config"], str(path)), model.config)
     own = model.state_dict()
     head = {k for k in state if k.startswith("head.")}
     body = {k: v for k, v in state.items() if k not in head}
@@ -365,7 +370,8 @@ def init_from_checkpoint(model: torch.nn.Module, source: str, class_names: tuple
         for i, j in rows:
             model.head.weight[i] = state["head.weight"][j]
             model.head.bias[i] = state["head.bias"][j]
-    return f"weights from {path}; classifier rows for {len(rows)}/{len(class_names)} classes matched by name"
+    how = "shrunk weights" if shrink else "weights"
+    return f"{how} from {path}; classifier rows for {len(rows)}/{len(class_names)} classes matched by name"
 
 
 @dataclass
