@@ -151,10 +151,12 @@ def main() -> None:
             f"{chosen}): {now:.0f} img/s; speed-up {now / before:.2f}x"
         )
         if fer is not None and int8_models:
-            print("\nint8 ONNX against fer's tflite at batch 64, timed in alternating rounds (best round each)")
-            fns = {name: (lambda c=c: c.logits(x[:64], tta_flip=False)) for name, c in int8_models.items()}
-            speeds = alternating_rates({**fns, "fer": lambda: fer.predict_probs(x[:64, 0])}, 64)
-            for name in int8_models:
+            # pairwise: an ONNX Runtime session's threads spin for a while after each call, which slows whatever
+            # runs next, so each model alternates with fer alone
+            print("\nint8 ONNX against fer's tflite at batch 64, each in alternating rounds with fer (best round)")
+            for name, c in int8_models.items():
+                ours = lambda c=c: c.logits(x[:64], tta_flip=False)  # noqa: E731
+                speeds = alternating_rates({name: ours, "fer": lambda: fer.predict_probs(x[:64, 0])}, 64)
                 print(
                     f"{name} int8 ONNX {speeds[name]:.0f} faces/s vs fer tflite {speeds['fer']:.0f}: "
                     f"{speeds[name] / speeds['fer']:.2f}x"

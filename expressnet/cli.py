@@ -239,9 +239,7 @@ def data_report_cmd(
 @app.command()
 def predict(
     source: Annotated[str, typer.Argument(help="Image, folder, glob ('photos/*.jpg'), video file or camera index.")],
-    model: Annotated[
-        str, typer.Option(help="Checkpoint path or shipped model name (fer2013, ferplus, default).")
-    ] = "default",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "default",
     detector: Annotated[str, typer.Option(help="blazeface, haar, or none (inputs are face crops).")] = "blazeface",
     json_out: Annotated[str | None, typer.Option("--json", help="Write one JSON line per face per frame.")] = None,
     csv_out: Annotated[str | None, typer.Option("--csv", help="Write one CSV row per face per frame.")] = None,
@@ -450,6 +448,13 @@ def export(
         str | None, typer.Option(help="Calibration dataset for --int8 (default: the one the model was trained on).")
     ] = None,
     calibration_images: Annotated[int, typer.Option(help="Training images used to calibrate --int8.")] = 1024,
+    keep_float: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="--int8: keep nodes whose name starts with this float (repeatable; e.g. /model/head; 'none': "
+            "quantise every layer). Default: the global branch's convolutions and the backbone's first stage."
+        ),
+    ] = None,
     check: Annotated[bool, typer.Option(help="Compare the export with torch on random crops.")] = True,
 ) -> None:
     """Export a model to ONNX (dynamic batch; classes, preprocessing, tta_flip and source checksum in its
@@ -476,7 +481,8 @@ def export(
             if not source:
                 _fail(f"{model}: the checkpoint does not say which dataset it was trained on; give --data")
             calibration = sample_training_images(net.preprocessing, source, count=calibration_images)
-        export_onnx(net, target, int8=int8, calibration=calibration)
+        keep = None if not keep_float else tuple(p for p in keep_float if p != "none")
+        export_onnx(net, target, int8=int8, calibration=calibration, keep_float=keep)
     except (CheckpointError, DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)", highlight=False)
@@ -497,7 +503,7 @@ def export(
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    model: Annotated[str, typer.Option(help="Shipped model name (fer2013, ferplus, default) or a file.")] = "default",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "default",
     backend: Annotated[str, typer.Option(help="Classifier backend: auto (fastest available), torch or onnx.")] = "auto",
     detector: Annotated[str, typer.Option(help="blazeface, haar, or none (uploads are face crops).")] = "blazeface",
     workers: Annotated[int, typer.Option(help="Inference threads.")] = 2,

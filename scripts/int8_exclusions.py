@@ -1,10 +1,10 @@
 """Which layers should stay float in a model's int8 ONNX export: top-1 agreement with torch per choice.
 
 Agreement is measured on Training images that calibration does not use (a seeded sample disjoint from the
-calibration sample), so the choice never looks at a validation or test split. Each candidate group is tried
-alone, then the best ones together, greedily, while agreement improves.
+calibration sample), or with ``--split`` on a validation split (never a test split). Each candidate group is
+tried alone, then the best ones together, greedily, while agreement improves.
 
-    python scripts/int8_exclusions.py [--model fer2013] [--tuning 2048]
+    python scripts/int8_exclusions.py [--model fer2013] [--tuning 2048] [--split PublicTest]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--model", default="fer2013")
     parser.add_argument("--calibration", type=int, default=1024)
     parser.add_argument("--tuning", type=int, default=2048)
+    parser.add_argument("--split", help="a validation split to measure agreement on (default: Training images)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -51,7 +52,10 @@ def main() -> None:
     rest = np.setdiff1d(np.arange(len(train)), calib_idx)
     tune_idx = np.sort(np.random.default_rng(1).choice(rest, size=args.tuning, replace=False))
     calibration = prepare_split(train.subset(calib_idx), net.preprocessing, progress=False).images.numpy()
-    x = prepare_split(train.subset(tune_idx), net.preprocessing, progress=False).images.numpy()
+    if args.split and args.split in load_dataset(data).split_names("test"):
+        parser.error(f"--split {args.split}: choose on a validation split, not a test split")
+    tuning = load_dataset(data).split(args.split) if args.split else train.subset(tune_idx)
+    x = prepare_split(tuning, net.preprocessing, progress=False).images.numpy()
     reference = TorchClassifier(net).logits(x).argmax(1)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +81,8 @@ def main() -> None:
             trial, _ = agreement(chosen + GROUPS[name])
             if trial > best:
                 chosen, best = chosen + GROUPS[name], trial
-        print(f"{args.model}: int8 top-1 agreement on {len(x)} held-out Training images: {base:.2%} with every layer")
+        where = args.split or "held-out Training images"
+        print(f"{args.model}: int8 top-1 agreement on {len(x)} {where}: {base:.2%} with every layer")
         print(f"quantised, {best:.2%} keeping float: {chosen or 'nothing'}")
 
 

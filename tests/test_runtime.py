@@ -21,7 +21,7 @@ from expressnet.data.images import read_image
 from expressnet.data.labels import FER2013_CLASSES
 from expressnet.hub import load_model, shipped_models, shipped_onnx
 from expressnet.runtime import TorchClassifier, available_backends, load_classifier, predict_logits, softmax
-from expressnet.runtime.onnx import OnnxClassifier, export_onnx, file_sha256, read_onnx_metadata
+from expressnet.runtime.onnx import KEEP_FLOAT, OnnxClassifier, export_onnx, file_sha256, read_onnx_metadata
 
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
 
@@ -77,12 +77,33 @@ def test_int8_export_is_small_and_close(tiny_checkpoint, tmp_path):
     calibration = crops(64, seed=1)
     target = export_onnx(net, tmp_path / "tiny.int8.onnx", int8=True, calibration=calibration)
     meta = read_onnx_metadata(target)
-    assert meta["weights"].startswith("int8")
+    assert meta["weights"].startswith("int8") and meta["keep_float"] == list(KEEP_FLOAT)
     ref = TorchClassifier(net).probabilities(crops(32, seed=2))
     got = OnnxClassifier(target).probabilities(crops(32, seed=2))
     assert np.abs(ref - got).max() < 0.1
     with pytest.raises(ValueError, match="calibration"):
         export_onnx(net, tmp_path / "x.onnx", int8=True)
+
+
+def test_int8_export_keeps_the_named_layers_float(tiny_checkpoint, tmp_path):
+    import onnx
+
+    net = load_model(tiny_checkpoint)
+    calibration = crops(64, seed=1)
+    target = export_onnx(net, tmp_path / "q.onnx", int8=True, calibration=calibration, keep_float=("/model/head",))
+    assert read_onnx_metadata(target)["keep_float"] == ["/model/head"]
+    graph = onnx.load(str(target)).graph
+    made_by = {out: node for node in graph.node for out in node.output}
+
+    def weight_is_quantised(name: str) -> bool:
+        node = next(n for n in graph.node if n.name.startswith(name) and n.op_type in ("Gemm", "MatMul", "Conv"))
+        producer = made_by.get(node.input[1])
+        return producer is not None and producer.op_type == "DequantizeLinear"
+
+    assert not weight_is_quantised("/model/head")
+    assert weight_is_quantised("/model/fusion/fc")
+    with pytest.raises(ValueError, match="/model/nothing"):
+        export_onnx(net, tmp_path / "x.onnx", int8=True, calibration=calibration, keep_float=("/model/nothing",))
 
 
 def test_bad_onnx_files_are_named(tmp_path):

@@ -28,9 +28,9 @@ class _Shrinker:
     def __init__(self, source: State) -> None:
         self.src, self.out = source, {}
 
-    def norm(self, key: str, dim: int = 0) -> torch.Tensor:
-        w = self.src[key].float()
-        return w.transpose(0, dim).flatten(1).norm(dim=1)
+    def norm(self, key: str) -> torch.Tensor:
+        """L2 norm of each output row of a weight."""
+        return self.src[key].float().flatten(1).norm(dim=1)
 
     def gamma(self, prefix: str) -> torch.Tensor:
         return self.src[f"{prefix}.weight"].abs()
