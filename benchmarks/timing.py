@@ -20,15 +20,8 @@ def calls_per_second(fn: Callable[[], object], seconds: float, warmup: int = 2) 
 def alternating_rates(fns: dict[str, Callable[[], object]], items: int, rounds: int = 8, window: float = 0.5) -> dict:
     """Items per second of each function, timed in alternating rounds of ``window`` seconds (best round each), so
     that a busy, noisy CPU slows all of them alike; ``items`` is how many items one call handles."""
-    best = dict.fromkeys(fns, 0.0)
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    for _ in range(rounds):
+    best = {name: items * calls_per_second(fn, window, warmup=3) for name, fn in fns.items()}
+    for _ in range(rounds - 1):
         for name, fn in fns.items():
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < window:
-                fn()
-                n += 1
-            best[name] = max(best[name], items * n / (time.perf_counter() - start))
+            best[name] = max(best[name], items * calls_per_second(fn, window, warmup=0))
     return best

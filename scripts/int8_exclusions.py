@@ -20,7 +20,7 @@ import torch
 from expressnet.data import load_dataset, prepare_split
 from expressnet.hub import load_model
 from expressnet.runtime import TorchClassifier
-from expressnet.runtime.onnx import OnnxClassifier, export_onnx
+from expressnet.runtime.onnx import OnnxClassifier, calibration_indices, export_onnx
 
 GROUPS = {  # node-name prefixes in the exported graph
     "moe gates": ("/model/moe_global/gate", "/model/moe_expression/gate"),
@@ -46,21 +46,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     net = load_model(args.model)
     data = net.metadata.get("data", {}).get("name", "fer2013").split("+")[0]
-    train = load_dataset(data).split("train")
-    # the calibration sample is runtime.onnx.calibration_images' (seed 0); tuning images are drawn from the rest
-    calib_idx = np.sort(np.random.default_rng(0).choice(len(train), size=args.calibration, replace=False))
+    dataset = load_dataset(data)
+    if args.split and args.split in dataset.split_names("test"):
+        parser.error(f"--split {args.split}: choose on a validation split, not a test split")
+    train = dataset.split("train")
+    # the calibration sample is calibration_images' own; tuning images are drawn from the rest
+    calib_idx = calibration_indices(len(train), args.calibration)
     rest = np.setdiff1d(np.arange(len(train)), calib_idx)
     tune_idx = np.sort(np.random.default_rng(1).choice(rest, size=args.tuning, replace=False))
     calibration = prepare_split(train.subset(calib_idx), net.preprocessing, progress=False).images.numpy()
-    if args.split and args.split in load_dataset(data).split_names("test"):
-        parser.error(f"--split {args.split}: choose on a validation split, not a test split")
-    tuning = load_dataset(data).split(args.split) if args.split else train.subset(tune_idx)
+    tuning = dataset.split(args.split) if args.split else train.subset(tune_idx)
     x = prepare_split(tuning, net.preprocessing, progress=False).images.numpy()
     reference = TorchClassifier(net).logits(x).argmax(1)
 
     with tempfile.TemporaryDirectory() as tmp:
 
-        def agreement(keep: tuple[str, ...]) -> tuple[float, float]:
+        def agreement(keep: tuple[str, ...]) -> float:
             start = time.perf_counter()
             path = export_onnx(net, Path(tmp) / "q.onnx", True, calibration, keep_float=keep)
             q = OnnxClassifier(path, threads=args.threads)
@@ -69,16 +70,16 @@ def main() -> None:
             print(
                 f"  {a:.2%} agreement, {mb:.1f} MB, {time.perf_counter() - start:.0f} s: {keep or 'none'}", flush=True
             )
-            return a, mb
+            return a
 
-        base, _ = agreement(())
-        alone = {name: agreement(prefixes)[0] for name, prefixes in GROUPS.items()}
+        base = agreement(())
+        alone = {name: agreement(prefixes) for name, prefixes in GROUPS.items()}
         chosen: tuple[str, ...] = ()
         best = base
         for name in sorted(alone, key=alone.get, reverse=True):
             if alone[name] <= base:
                 break
-            trial, _ = agreement(chosen + GROUPS[name])
+            trial = agreement(chosen + GROUPS[name])
             if trial > best:
                 chosen, best = chosen + GROUPS[name], trial
         where = args.split or "held-out Training images"

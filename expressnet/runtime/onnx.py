@@ -115,6 +115,7 @@ def export_onnx(
     onnx, _ = _require_onnx()
     if int8 and (calibration is None or len(calibration) == 0):
         raise ValueError("int8 export needs calibration images (uint8 crops from a training split)")
+    float_prefixes = KEEP_FLOAT if keep_float is None else keep_float
     pre: Preprocessing = model.preprocessing
     model = model.float().eval().cpu()
     dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
@@ -136,11 +137,11 @@ def export_onnx(
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"
-            _quantize(fp32, final, calibration, Path(tmp), keep_float)
+            _quantize(fp32, final, calibration, Path(tmp), float_prefixes, strict=keep_float is not None)
         graph = onnx.load(str(final))
         meta = onnx_metadata(model, "int8-qdq-per-channel" if int8 else "float32")
         if int8:  # besides the convolutions that read the image
-            meta["keep_float"] = list(KEEP_FLOAT if keep_float is None else keep_float)
+            meta["keep_float"] = list(float_prefixes)
         _set_metadata(graph, meta)
         with atomic_output(target) as out:
             onnx.save(graph, str(out))
@@ -155,8 +156,10 @@ KEEP_FLOAT = ("/model/global_branch/convs", "/model/backbone/layer1")
 
 
 def _quantize(
-    source: Path, target: Path, calibration: np.ndarray, tmp: Path, keep_float: tuple[str, ...] | None
+    source: Path, target: Path, calibration: np.ndarray, tmp: Path, keep_float: tuple[str, ...], strict: bool
 ) -> None:
+    """Static int8 QDQ quantisation; nodes named ``keep_float*`` stay float (``strict``: a prefix matching no node
+    is an error)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -188,8 +191,7 @@ def _quantize(
     # accuracy within 0.2 pt in each case. The convolutions that read the image stay float (tiny, sensitive).
     graph = onnx_module().load(str(prepared))
     first = [n.name for n in graph.graph.node if n.op_type == "Conv" and INPUT in n.input]
-    strict = keep_float is not None
-    for prefix in KEEP_FLOAT if keep_float is None else keep_float:
+    for prefix in keep_float:
         matched = [n.name for n in graph.graph.node if n.name.startswith(prefix)]
         if not matched and strict:
             raise ValueError(
@@ -217,9 +219,13 @@ def calibration_images(
     if split not in ("train", "Training") and not split.startswith("train"):
         raise ValueError(f"calibration uses training images only, not split {split!r}")
     source = load_dataset(data).split(split)
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(len(source), size=min(count, len(source)), replace=False))
+    picked = calibration_indices(len(source), count, seed)
     return prepare_split(source.subset(picked), pre, progress=False).images.numpy()
+
+
+def calibration_indices(size: int, count: int = 1024, seed: int = 0) -> np.ndarray:
+    """Which of a training split's ``size`` images :func:`calibration_images` uses (sorted)."""
+    return np.sort(np.random.default_rng(seed).choice(size, size=min(count, size), replace=False))
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
