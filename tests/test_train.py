@@ -283,6 +283,20 @@ def test_distillation_targets_are_the_teachers_softened_probabilities(trained):
 
 
 @pytest.mark.slow
+def test_ensemble_teacher_targets_average_each_teachers_softened_probabilities(trained):
+    trained_cfg, _ = trained
+    out = Path(trained_cfg.out)
+    teachers = (str(out / "best.safetensors"), str(out / "last.safetensors"))
+    cfg = replace(trained_cfg, teacher=teachers, distill_temperature=2.0, soft_weight=0.5, train_limit=100)
+    train, _ = load_data(cfg, load_dataset(cfg.data), Preprocessing(48, 1), CPU)
+    each = [teacher_probabilities(t, train.images, 2.0) for t in teachers]
+    assert not torch.allclose(each[0], each[1])  # two different teachers, so the mean is not either one
+    expected = 0.5 * (each[0] + each[1]) / 2 + 0.5 * F.one_hot(train.labels, 7).float()
+    torch.testing.assert_close(train.soft_labels, expected)
+    torch.testing.assert_close(train.soft_labels.sum(1), torch.ones(100))
+
+
+@pytest.mark.slow
 def test_distillation_run_records_the_teacher(trained, tmp_path):
     teacher = str(Path(trained[0].out) / "best.safetensors")
     cfg = tiny_config(trained[0].data, tmp_path / "student", epochs=1, max_steps_per_epoch=2, teacher=teacher)
@@ -291,11 +305,87 @@ def test_distillation_run_records_the_teacher(trained, tmp_path):
     assert (tmp_path / "student" / "best.safetensors").is_file()
     sha = hashlib.sha256(Path(teacher).read_bytes()).hexdigest()
     assert meta["train_config"]["teacher"] == teacher and meta["train_config"]["teacher_sha256"] == sha
+    # an ensemble records every teacher's checksum, in order
+    last = str(Path(trained[0].out) / "last.safetensors")
+    run(replace(cfg, teacher=(teacher, last), out=str(tmp_path / "ensemble"), test_ablation=False))
+    meta = json.loads((tmp_path / "ensemble" / "best.json").read_text())
+    assert meta["train_config"]["teacher"] == [teacher, last]
+    assert meta["train_config"]["teacher_sha256"] == [sha, hashlib.sha256(Path(last).read_bytes()).hexdigest()]
+
+
+@pytest.mark.slow
+def test_online_distillation_targets_are_the_teachers_view_of_the_students_augmented_batch(
+    trained, tmp_path, monkeypatch
+):
+    teacher = str(Path(trained[0].out) / "best.safetensors")
+    cfg = tiny_config(
+        trained[0].data, tmp_path / "online", epochs=1, max_steps_per_epoch=3, teacher=teacher, distill="online",
+        teacher_backend="torch", soft_weight=0.7, distill_temperature=2.0, label_smoothing=0.0, test_ablation=False,
+    )  # fmt: skip
+    seen, targets = [], []
+    original = loop.soft_cross_entropy
+
+    def recording_loss(logits, target, weights):
+        targets.append(target.detach().clone())
+        return original(logits, target, weights)
+
+    def record_training_inputs(module, inputs):
+        if module.training:
+            seen.append(inputs[0].detach().clone())
+
+    def recording_model(*args, **kwargs):
+        model = create_model(*args, **kwargs)
+        model.register_forward_pre_hook(record_training_inputs)
+        return model
+
+    monkeypatch.setattr(loop, "soft_cross_entropy", recording_loss)
+    monkeypatch.setattr(loop, "create_model", recording_model)
+    run(cfg)
+    assert len(seen) == len(targets) == 3
+    reference = load_model(teacher)
+    for x, target in zip(seen, targets):
+        # the teacher saw the student's augmented (and mixed) batch, as uint8 crops, with its own flip averaging
+        crops = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        logits = predict_logits(reference, crops, tta_flip=reference.metadata["tta_flip"])
+        teacher_part = 0.7 * torch.softmax(logits / 2.0, dim=1)
+        label_part = target - teacher_part  # 0.3 x the (mixed) one-hot labels: non-negative, summing to 0.3
+        assert label_part.min() > -1e-4
+        torch.testing.assert_close(label_part.sum(1), torch.full((len(x),), 0.3), atol=1e-4, rtol=0)
+        assert ((label_part > 1e-3).sum(1) <= 2).all()  # one label per image, two where mixed
+    meta = json.loads((tmp_path / "online" / "best.json").read_text())
+    assert meta["train_config"]["distill"] == "online"
+
+
+@pytest.mark.slow
+def test_online_teacher_needs_the_students_input_and_classes(trained):
+    teacher = str(Path(trained[0].out) / "best.safetensors")
+    cfg = TrainConfig(teacher=teacher, distill="online", teacher_backend="torch")
+    classes = load_model(teacher).class_names
+    assert loop.online_teacher(replace(cfg, distill="fixed"), classes, Preprocessing(48, 1), CPU) is None
+    ready = loop.online_teacher(cfg, classes[::-1], Preprocessing(48, 1), CPU)
+    assert ready.columns == (tuple(range(len(classes)))[::-1],)  # matched by name, in the student's order
+    with pytest.raises(DataError, match="online distillation feeds the teacher the student's inputs"):
+        loop.online_teacher(cfg, classes, Preprocessing(32, 3), CPU)
+    with pytest.raises(DataError, match="not the classes \\['contempt'\\]"):
+        loop.online_teacher(cfg, (*classes, "contempt"), Preprocessing(48, 1), CPU)
 
 
 def test_distillation_config_is_checked():
     with pytest.raises(ValueError, match="use labels=hard"):
         TrainConfig(teacher="fer2013", labels="soft")
+    with pytest.raises(ValueError, match="distill=online needs a teacher"):
+        TrainConfig(distill="online")
+    with pytest.raises(ValueError, match="distill must be fixed or online"):
+        TrainConfig(teacher="fer2013", distill="live")
+    assert loop.target_kind(TrainConfig(teacher="fer2013", distill="online")) == "hard"  # blended in per batch
+    with pytest.raises(ValueError, match="non-empty list"):
+        TrainConfig(teacher=())
+    with pytest.raises(ValueError, match="non-empty list"):
+        TrainConfig.from_dict({"teacher": ["fer2013", 3]})
+    ensemble = TrainConfig.from_dict({"teacher": ["fer2013", "fer2013-rafdb"]})  # YAML lists become tuples
+    assert ensemble.teachers == ("fer2013", "fer2013-rafdb") and TrainConfig(teacher="fer2013").teachers == ("fer2013",)
+    assert TrainConfig.from_dict(ensemble.to_dict()) == ensemble and TrainConfig().teachers == ()
+    assert loop.target_kind(ensemble) == "teacher"
     with pytest.raises(ValueError, match="distill_temperature must be positive"):
         TrainConfig(distill_temperature=0.0)
     assert TrainConfig().teacher is None and TrainConfig().distill_temperature == 1.0

@@ -17,6 +17,7 @@ from ..io import atomic_write_text
 from .augment import AugmentConfig
 
 LABELS = ("hard", "soft", "votes")  # the training-target builders of ``expressnet.train.loop.TARGETS``
+DISTILL = ("fixed", "online")  # when the teacher labels the training images (see ``TrainConfig.distill``)
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,17 @@ class TrainConfig:
     vote_weight: float = 0.3  # share of the FER+ vote distribution in labels="votes" targets
     soft_weight: float = 1.0  # labels="soft"/teacher: share of the votes/teacher, the rest one-hot on the label
     # knowledge distillation: train on a teacher's probabilities (labels must be "hard"; blended by soft_weight)
-    teacher: str | None = None  # shipped model name ("fer2013") or checkpoint path / run directory
+    # shipped model name ("fer2013") or checkpoint path / run directory; a list is an ensemble whose softened
+    # probabilities are averaged with equal weight
+    teacher: str | tuple[str, ...] | None = None
     # teacher probabilities = softmax(logits / T). 1.0 keeps them as the teacher predicts (shipped models are
     # calibrated: their temperature is folded in); T > 1 softens them, showing more of the teacher's runner-up classes
     distill_temperature: float = 1.0
+    # "fixed": the teacher labels each un-augmented training image once, before the first epoch (cheap);
+    # "online": it labels every batch as the student sees it, augmented and mixed (consistent targets, whatever
+    # the augmentation; costs a teacher forward pass per step)
+    distill: str = "fixed"
+    teacher_backend: str = "auto"  # distill=online: the teachers' runtime backend, "auto" | "torch" | "onnx"
     train_limit: int | None = None  # use a seeded stratified subset of this many training images
     val_limit: int | None = None
     test_limit: int | None = None  # for smoke tests only; reports say n
@@ -86,8 +94,21 @@ class TrainConfig:
             raise ValueError(f"soft_weight must be in [0, 1], not {self.soft_weight}")
         if self.teacher is not None and self.labels != "hard":
             raise ValueError(f"a teacher replaces the labels' targets: use labels=hard with it, not {self.labels!r}")
+        if isinstance(self.teacher, tuple) and not (self.teacher and all(isinstance(t, str) for t in self.teacher)):
+            raise ValueError(f"teacher must be a model name or path, or a non-empty list of them, not {self.teacher!r}")
+        if self.distill not in DISTILL:
+            raise ValueError(f"distill must be {' or '.join(DISTILL)}, not {self.distill!r}")
+        if self.distill == "online" and self.teacher is None:
+            raise ValueError("distill=online needs a teacher")
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be positive, not {self.distill_temperature}")
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The teacher models, one or several (an ensemble); empty without distillation."""
+        if self.teacher is None:
+            return ()
+        return self.teacher if isinstance(self.teacher, tuple) else (self.teacher,)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (tuples as lists), as YAML writes them; :meth:`from_dict` reads them back."""

@@ -4,6 +4,7 @@
       open_dataset(cfg)           the dataset and its splits; validation never overlaps the test split
       new_model(cfg, classes)     the model (optionally from another checkpoint's weights)
       load_data(cfg, ...)         prepared tensors; training targets from TARGETS[cfg.labels] (or the teacher)
+      online_teacher(cfg, ...)    with distill=online: the teachers that label each augmented batch instead
       build_training(cfg, ...)    optimizer, schedule, scaler, EMA, class weights, and the state --resume restores
       train_one_epoch(...)        seeded shuffling, augmentation, mixing, optimizer steps
       end_of_epoch(...)           validation, history row, best/last checkpoints, state.pt; early stopping
@@ -46,6 +47,7 @@ from ..nn import ExpressNetConfig, ExpressNetMoE, create_model
 from ..nn.shrink import shrink_state
 from ..registry import Registry
 from ..runtime.batched import autocast, predict_logits, to_float
+from ..runtime.classifier import Classifier, load_classifier
 from .augment import augment, mix
 from .config import TrainConfig
 from .distributed import DistInfo, convert_sync_batchnorm, init_distributed, pick_device, shutdown
@@ -190,6 +192,9 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
         f"classes {', '.join(dataset.class_names)}; skipped {skipped} unreadable/filtered"
     )
 
+    teacher = online_teacher(cfg, dataset.class_names, pre, device)
+    if teacher is not None:
+        say(f"[bold]online teacher[/] {', '.join(f'{c.source} ({c.backend})' for c in teacher.classifiers)}")
     training = build_training(cfg, model, train, device, info)
     if resume:
         training.load_resume_state(torch.load(out / "state.pt", map_location=device, weights_only=True))
@@ -198,7 +203,7 @@ def _train(cfg: TrainConfig, resume: bool, on_step, device: torch.device, info: 
     metadata = checkpoint_metadata(cfg, model, dataset, pre, train, val)
 
     for epoch in range(training.state.epoch, cfg.epochs):
-        totals = train_one_epoch(cfg, training, train, epoch, device, info, logger, on_step)
+        totals = train_one_epoch(cfg, training, train, epoch, device, info, logger, on_step, teacher)
         if end_of_epoch(cfg, training, val, epoch, totals, metadata, logger, info, say):
             break
         if info.enabled:
@@ -258,8 +263,9 @@ class TargetContext:
 
 
 def target_kind(cfg: TrainConfig) -> str:
-    """The ``TARGETS`` entry ``cfg`` asks for: "teacher" when distilling, else ``cfg.labels``."""
-    return "teacher" if cfg.teacher else cfg.labels
+    """The ``TARGETS`` entry ``cfg`` asks for: "teacher" when distilling with fixed targets, else ``cfg.labels``
+    (online distillation blends the teacher in per batch, on top of these)."""
+    return "teacher" if cfg.teacher and cfg.distill == "fixed" else cfg.labels
 
 
 def load_data(
@@ -312,26 +318,81 @@ def ferplus_vote_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> 
 
 @TARGETS.register("teacher")
 def teacher_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepared:
-    """Knowledge distillation: ``soft_weight * softmax(teacher logits / distill_temperature) + (1 - soft_weight) *
-    one-hot(label)``. The teacher (``cfg.teacher``) sees the un-augmented training images, prepared with its own
-    preprocessing when that differs from the student's, once, before the first epoch. Classes are matched by
-    name; teacher classes the student lacks are left out of the softmax."""
+    """Knowledge distillation: ``soft_weight * p + (1 - soft_weight) * one-hot(label)``, where ``p`` is
+    ``softmax(teacher logits / distill_temperature)``, averaged over the teachers when ``cfg.teacher`` lists
+    several (an ensemble). Each teacher sees the un-augmented training images, prepared with its own
+    preprocessing when that differs from the student's, once, before the first epoch, with its own flip
+    averaging. Classes are matched by name; teacher classes the student lacks are left out of the softmax."""
     data = prepare_split(split, ctx.pre, ctx.progress)
-    teacher = load_model(cfg.teacher, ctx.device)
-    columns = match_classes(data.class_names, teacher.class_names)
-    missing = [c for c, j in zip(data.class_names, columns) if j is None]
-    if missing:
-        raise DataError(f"teacher {cfg.teacher}: predicts {teacher.class_names}, not the classes {missing}")
-    images = data.images
-    if not same_input(teacher.preprocessing, ctx.pre):
-        own = prepare_split(split, teacher.preprocessing, ctx.progress)
-        if own.sources != data.sources:
-            raise DataError(f"{cfg.data}: some training images are readable at one input size but not the other")
-        images = own.images
-    tta_flip = bool(teacher.metadata.get("tta_flip", False))
-    logits = predict_logits(teacher, images, cfg.eval_batch_size, tta_flip=tta_flip, precision=cfg.precision)
-    probabilities = torch.softmax(logits[:, columns] / cfg.distill_temperature, dim=1)
+    total = torch.zeros(len(data), len(data.class_names))
+    for name in cfg.teachers:
+        teacher = load_model(name, ctx.device)
+        columns = teacher_columns(name, data.class_names, teacher.class_names)
+        images = data.images
+        if not same_input(teacher.preprocessing, ctx.pre):
+            own = prepare_split(split, teacher.preprocessing, ctx.progress)
+            if own.sources != data.sources:
+                raise DataError(f"{cfg.data}: some training images are readable at one input size but not the other")
+            images = own.images
+        tta_flip = bool(teacher.metadata.get("tta_flip", False))
+        logits = predict_logits(teacher, images, cfg.eval_batch_size, tta_flip=tta_flip, precision=cfg.precision)
+        total += torch.softmax(logits[:, columns] / cfg.distill_temperature, dim=1)
+    probabilities = total / len(cfg.teachers)
     return blend_majority(replace(data, soft_labels=probabilities), cfg.soft_weight)
+
+
+def teacher_columns(name: str, student: tuple[str, ...], teacher: tuple[str, ...]) -> list[int]:
+    """For each of the student's classes, its column in the teacher's output (matched by name); ``DataError``
+    naming the teacher when it lacks one."""
+    columns = match_classes(student, teacher)
+    missing = [c for c, j in zip(student, columns) if j is None]
+    if missing:
+        raise DataError(f"teacher {name}: predicts {teacher}, not the classes {missing}")
+    return columns
+
+
+@dataclass(frozen=True)
+class OnlineTeacher:
+    """``distill: online``: teachers that label each training batch as the student sees it (augmented, mixed).
+    ``probabilities(x)`` is the mean over the teachers of ``softmax(logits / temperature)``, each teacher a runtime
+    :class:`Classifier` (its own flip averaging) fed ``x`` as uint8 crops; ``columns`` map the student's classes to
+    each teacher's."""
+
+    classifiers: tuple[Classifier, ...]
+    columns: tuple[tuple[int, ...], ...]
+    temperature: float
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        crops = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        total = torch.zeros(len(x), len(self.columns[0]))
+        for classifier, columns in zip(self.classifiers, self.columns):
+            logits = torch.from_numpy(classifier.logits(crops))[:, list(columns)]
+            total += torch.softmax(logits / self.temperature, dim=1)
+        return total / len(self.classifiers)
+
+
+def online_teacher(
+    cfg: TrainConfig, class_names: tuple[str, ...], pre: Preprocessing, device: torch.device
+) -> OnlineTeacher | None:
+    """The teachers of ``distill: online`` (None otherwise), on ``cfg.teacher_backend`` in fp32 (on a CPU, "auto"
+    picks a shipped model's int8 ONNX file when it is faster). They see the student's own inputs, so each must
+    take the same input size and channels."""
+    if cfg.distill != "online":
+        return None
+    classifiers, columns = [], []
+    for name in cfg.teachers:
+        classifier = load_classifier(
+            name, cfg.teacher_backend, device=device, threads=cfg.threads, batch_size=cfg.batch_size
+        )
+        if not same_input(classifier.preprocessing, pre):
+            raise DataError(
+                f"teacher {name}: takes {classifier.preprocessing.input_size} px x {classifier.preprocessing.channels} "
+                f"channels, the student {pre.input_size} px x {pre.channels}; online distillation feeds the "
+                "teacher the student's inputs, so use distill: fixed for this teacher"
+            )
+        classifiers.append(classifier)
+        columns.append(tuple(teacher_columns(name, class_names, classifier.class_names)))
+    return OnlineTeacher(tuple(classifiers), tuple(columns), cfg.distill_temperature)
 
 
 def same_input(a: Preprocessing, b: Preprocessing) -> bool:
@@ -464,7 +525,8 @@ def checkpoint_metadata(
     """What every checkpoint of the run carries (the epoch and its metrics are added per checkpoint)."""
     train_config = cfg.to_dict()
     if cfg.teacher:
-        train_config["teacher_sha256"] = hashlib.sha256(resolve_model(cfg.teacher).read_bytes()).hexdigest()
+        digests = [hashlib.sha256(resolve_model(t).read_bytes()).hexdigest() for t in cfg.teachers]
+        train_config["teacher_sha256"] = digests if isinstance(cfg.teacher, tuple) else digests[0]
     return {
         "package_version": __version__,
         "preset": cfg.preset,
@@ -489,10 +551,13 @@ def train_one_epoch(
     info: DistInfo,
     logger: RunLogger,
     on_step: Callable[[int, int], None] | None,
+    teacher: OnlineTeacher | None = None,
 ) -> dict:
     """One pass over ``t.steps_per_epoch`` global batches; returns the epoch's training loss, accuracy, speed.
 
-    Every rank draws the same order and augmentation for the whole global batch and trains on its share."""
+    Every rank draws the same order and augmentation for the whole global batch and trains on its share. An
+    online ``teacher`` labels each rank's share as augmented and mixed: ``soft_weight`` of the target is its
+    probabilities, the rest the (mixed) labels."""
     t.net.train()
     torch.manual_seed(cfg.seed * 1_000_003 + epoch * 101 + 7 + 9973 * info.rank)  # dropout, noisy gating
     order = torch.randperm(len(train), generator=epoch_generator(cfg.seed, epoch, 0))
@@ -508,8 +573,11 @@ def train_one_epoch(
             x, target, hard = to_float(train.images[idx]), train.soft_labels[idx], train.labels[idx]
             x = augment(x, cfg.augment, aug_gen)
             x, target = mix(x, target, cfg.mixup, cfg.cutmix, aug_gen)
+            x, target, hard = x[shard], target[shard], hard[shard]
+            if teacher is not None:
+                target = cfg.soft_weight * teacher.probabilities(x) + (1 - cfg.soft_weight) * target
             target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
-            x, target, hard = x[shard].to(device), target[shard].to(device), hard[shard].to(device)
+            x, target, hard = x.to(device), target.to(device), hard.to(device)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.precision):
