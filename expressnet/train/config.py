@@ -51,7 +51,9 @@ class TrainConfig:
     # "online": it labels every batch as the student sees it, augmented and mixed (consistent targets, whatever
     # the augmentation; costs a teacher forward pass per step)
     distill: str = "fixed"
-    teacher_backend: str = "auto"  # distill=online: the teachers' runtime backend, "auto" | "torch" | "onnx"
+    # distill=online: the teachers' runtime backend, "torch" | "onnx" | "auto" (on a CPU the teacher's ONNX file when
+    # it has one, else torch; decided without timing, so a resumed run gets the same targets)
+    teacher_backend: str = "auto"
     train_limit: int | None = None  # use a seeded stratified subset of this many training images
     val_limit: int | None = None
     test_limit: int | None = None  # for smoke tests only; reports say n

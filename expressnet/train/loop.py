@@ -25,7 +25,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from ..nn import ExpressNetConfig, ExpressNetMoE, create_model
 from ..nn.shrink import shrink_state
 from ..registry import Registry
 from ..runtime.batched import autocast, predict_logits, to_float
-from ..runtime.classifier import Classifier, load_classifier
+from ..runtime.classifier import Classifier, available_backends, load_classifier
 from .augment import augment, mix
 from .config import TrainConfig
 from .distributed import DistInfo, convert_sync_batchnorm, init_distributed, pick_device, shutdown
@@ -336,7 +336,7 @@ def teacher_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepa
             images = own.images
         tta_flip = bool(teacher.metadata.get("tta_flip", False))
         logits = predict_logits(teacher, images, cfg.eval_batch_size, tta_flip=tta_flip, precision=cfg.precision)
-        total += torch.softmax(logits[:, columns] / cfg.distill_temperature, dim=1)
+        total += softened(logits, columns, cfg.distill_temperature)
     probabilities = total / len(cfg.teachers)
     return blend_majority(replace(data, soft_labels=probabilities), cfg.soft_weight)
 
@@ -349,6 +349,11 @@ def teacher_columns(name: str, student: tuple[str, ...], teacher: tuple[str, ...
     if missing:
         raise DataError(f"teacher {name}: predicts {teacher}, not the classes {missing}")
     return columns
+
+
+def softened(logits: torch.Tensor, columns: Sequence[int], temperature: float) -> torch.Tensor:
+    """A teacher's probabilities over the student's classes: ``softmax(logits[:, columns] / temperature)``."""
+    return torch.softmax(logits[:, list(columns)] / temperature, dim=1)
 
 
 @dataclass(frozen=True)
@@ -366,24 +371,21 @@ class OnlineTeacher:
         crops = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         total = torch.zeros(len(x), len(self.columns[0]))
         for classifier, columns in zip(self.classifiers, self.columns):
-            logits = torch.from_numpy(classifier.logits(crops))[:, list(columns)]
-            total += torch.softmax(logits / self.temperature, dim=1)
+            total += softened(torch.from_numpy(classifier.logits(crops)), columns, self.temperature)
         return total / len(self.classifiers)
 
 
 def online_teacher(
     cfg: TrainConfig, class_names: tuple[str, ...], pre: Preprocessing, device: torch.device
 ) -> OnlineTeacher | None:
-    """The teachers of ``distill: online`` (None otherwise), on ``cfg.teacher_backend`` in fp32 (on a CPU, "auto"
-    picks a shipped model's int8 ONNX file when it is faster). They see the student's own inputs, so each must
-    take the same input size and channels."""
+    """The teachers of ``distill: online`` (None otherwise), in fp32 on :func:`teacher_backend`. They see the
+    student's own inputs, so each must take the same input size and channels."""
     if cfg.distill != "online":
         return None
     classifiers, columns = [], []
     for name in cfg.teachers:
-        classifier = load_classifier(
-            name, cfg.teacher_backend, device=device, threads=cfg.threads, batch_size=cfg.batch_size
-        )
+        backend = teacher_backend(cfg.teacher_backend, name, device)
+        classifier = load_classifier(name, backend, device=device, threads=cfg.threads, batch_size=cfg.batch_size)
         if not same_input(classifier.preprocessing, pre):
             raise DataError(
                 f"teacher {name}: takes {classifier.preprocessing.input_size} px x {classifier.preprocessing.channels} "
@@ -393,6 +395,15 @@ def online_teacher(
         classifiers.append(classifier)
         columns.append(tuple(teacher_columns(name, class_names, classifier.class_names)))
     return OnlineTeacher(tuple(classifiers), tuple(columns), cfg.distill_temperature)
+
+
+def teacher_backend(choice: str, teacher: str, device: torch.device) -> str:
+    """The runtime backend of an online teacher. "auto" is decided without timing, so that a resumed run (or
+    every rank) gets the same targets: on a CPU the teacher's ONNX file when it has one (a shipped model's int8
+    file, or an ``.onnx`` path), else torch."""
+    if choice != "auto":
+        return choice
+    return "onnx" if device.type == "cpu" and "onnx" in available_backends(teacher) else "torch"
 
 
 def same_input(a: Preprocessing, b: Preprocessing) -> bool:
