@@ -72,6 +72,25 @@ def test_onnx_equals_torch_and_carries_the_metadata(tiny_checkpoint, tiny_onnx):
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-9)
 
 
+def test_export_leaves_the_module_as_it_was(tiny_checkpoint, tmp_path):
+    # torch.onnx.export restores the mode of the module it is given; a wrapper built in training mode used to
+    # switch the caller's model to training (dropout on, BatchNorm on batch statistics) after an export.
+    x = torch.from_numpy(crops(8, seed=3)).float() / 255
+    for training in (False, True):
+        net = load_model(tiny_checkpoint).train(training)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        export_onnx(net, tmp_path / f"mode-{training}.onnx")
+        assert net.training is training and all(m.training is training for m in net.modules())
+        assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+        assert next(net.parameters()).dtype == torch.float32
+        with torch.no_grad():
+            assert torch.equal(net.eval()(x), load_model(tiny_checkpoint).eval()(x))
+    net = load_model(tiny_checkpoint).eval().to(torch.bfloat16)
+    target = export_onnx(net, tmp_path / "bf16.onnx")  # exported in float32; the module stays bf16
+    assert next(net.parameters()).dtype == torch.bfloat16 and not net.training
+    assert read_onnx_metadata(target)["weights"] == "float32"
+
+
 def test_int8_export_is_small_and_close(tiny_checkpoint, tmp_path):
     net = load_model(tiny_checkpoint)
     calibration = crops(64, seed=1)

@@ -11,6 +11,7 @@ Needs the ``export`` extra (onnx, onnxruntime).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tempfile
@@ -111,29 +112,34 @@ def export_onnx(
     on ``calibration`` (uint8 crops (N, C, S, S) from a training split). Nodes whose name starts with one of
     ``keep_float`` (e.g. ``"/model/head"``) stay float; ``None`` keeps :data:`KEEP_FLOAT` float where the graph
     has those nodes, ``()`` quantises every layer but those reading the image. The file appears whole or not at
-    all."""
+    all; ``model`` keeps its mode (training or eval), dtype and device."""
     onnx, _ = _require_onnx()
     if int8 and (calibration is None or len(calibration) == 0):
         raise ValueError("int8 export needs calibration images (uint8 crops from a training split)")
     float_prefixes = KEEP_FLOAT if keep_float is None else keep_float
     pre: Preprocessing = model.preprocessing
-    model = model.float().eval().cpu()
+    if next(model.parameters()).dtype != torch.float32 or next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).float().cpu()  # the caller's module keeps its dtype and device
+    was_training = model.training
     dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
     with tempfile.TemporaryDirectory(prefix="expressnet-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the MoE's routing record, not in the graph
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: handles our MoE's topk
-            torch.onnx.export(
-                _LogitsOnly(model),
-                (dummy,),
-                str(fp32),
-                input_names=[INPUT],
-                output_names=[OUTPUT],
-                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+            try:
+                torch.onnx.export(
+                    _LogitsOnly(model).eval(),  # the exporter restores the wrapper's mode afterwards
+                    (dummy,),
+                    str(fp32),
+                    input_names=[INPUT],
+                    output_names=[OUTPUT],
+                    dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            finally:
+                model.train(was_training)
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"

@@ -1,0 +1,122 @@
+"""What runtime and export choices buy the fast model without retraining, against fer's tflite in one run.
+
+The shipped ``fer2013-fast`` int8 file spends about a quarter of its time in the global branch's first two
+convolutions (9x9 over 1 channel at 48 px, 7x7 over 4 channels at 24 px), which ONNX Runtime runs far below its
+throughput on wider layers. This script measures, in alternating rounds with ``fer`` (batch 64):
+
+- ``shipped-int8``: the shipped file, as the Recognizer runs it;
+- ``parallel-*``: the same file with ONNX Runtime's parallel executor (the three branches are independent);
+- ``fp32``: the float export;
+- ``int8-all``: every layer quantised (calibrated on FER-2013 Training images);
+- ``int8-g01``: only the global branch's first two units float;
+- ``s2d``: the float export with the first global unit (conv, ReLU, BatchNorm, 2x2 max-pool) rewritten exactly on
+  the 2x2 space-to-depth input: one 5x5 convolution over 4 channels to 4 x 4 filters, then a max over the four
+  output phases (max |logit difference| against the model is printed);
+- ``s2d-int8``: that rewrite quantised as the shipped file is (global branch and first backbone stage float).
+
+Speed only: top-1 agreement of int8 variants with torch is for benchmarks/onnx_parity.py and
+scripts/int8_exclusions.py to measure on real crops.
+
+    python benchmarks/fast_variants.py [--threads 2] [--data fer2013]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from peers import FerAdapter
+from timing import alternating_rates
+from torch import nn
+
+from expressnet.hub import load_model, shipped_onnx
+from expressnet.runtime.onnx import DISABLED_OPTIMIZERS, INPUT, calibration_images, export_onnx
+
+
+class SpaceToDepthUnit(nn.Module):
+    """A ConvUnit (stride-1 'same' conv k x k -> ReLU -> Dropout -> BatchNorm -> MaxPool(2)) computed on the 2x2
+    space-to-depth input; equal to the unit in eval mode for even input sizes."""
+
+    def __init__(self, unit: nn.Sequential) -> None:
+        super().__init__()
+        conv, self.bn = unit[0], unit[3]
+        w = conv.weight.detach()
+        filters, cin, k, _ = w.shape
+        pad = k // 2
+        half = (pad + 1) // 2 + 1  # reach of the kernel on the half-resolution grid
+        side = 2 * half + 1
+        folded = torch.zeros(2, 2, filters, cin, 2, 2, side, side)  # out phase (a, b), f, c, in phase (p, q), m, n
+        for a in range(2):
+            for b in range(2):
+                for p in range(2):
+                    for q in range(2):
+                        for m in range(-half, half + 1):
+                            for n in range(-half, half + 1):
+                                dy, dx = 2 * m + p + pad - a, 2 * n + q + pad - b
+                                if 0 <= dy < k and 0 <= dx < k:
+                                    folded[a, b, :, :, p, q, m + half, n + half] = w[:, :, dy, dx]
+        self.register_buffer("weight", folded.reshape(4 * filters, cin * 4, side, side))
+        self.register_buffer("bias", conv.bias.detach().repeat(4))
+        self.half, self.filters = half, filters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        x = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, h // 2, w // 2)
+        y = F.relu(F.conv2d(x, self.weight, self.bias, padding=self.half))
+        y = self.bn(y.reshape(n * 4, self.filters, h // 2, w // 2))
+        return y.reshape(n, 4, self.filters, h // 2, w // 2).amax(1)
+
+
+def session_runner(path: Path, x: np.ndarray, threads: int, parallel: int = 0):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1 if parallel else threads
+    if parallel:
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        options.inter_op_num_threads = parallel
+    session = ort.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
+    )
+    feed = {INPUT: x.astype(np.float32) / np.float32(255.0)}
+    return lambda: session.run(None, feed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", default="fer2013", help="dataset whose Training images calibrate the int8 files")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model("fer2013-fast").eval()
+    x = np.random.default_rng(0).integers(0, 256, (64, 1, 48, 48), dtype=np.uint8)
+    with tempfile.TemporaryDirectory(prefix="expressnet-variants-") as tmp:
+        files = {"shipped-int8": shipped_onnx("fer2013-fast")}
+        files["fp32"] = export_onnx(model, Path(tmp) / "fp32.onnx")
+        calibration = calibration_images(model.preprocessing, args.data, "Training")
+        files["int8-all"] = export_onnx(model, Path(tmp) / "all.onnx", True, calibration, keep_float=())
+        g01 = ("/model/global_branch/convs/convs.0", "/model/global_branch/convs/convs.1")
+        files["int8-g01"] = export_onnx(model, Path(tmp) / "g01.onnx", True, calibration, keep_float=g01)
+        rewritten = load_model("fer2013-fast").eval()
+        rewritten.global_branch.convs[0] = SpaceToDepthUnit(rewritten.global_branch.convs[0])
+        with torch.no_grad():
+            batch = torch.from_numpy(x).float() / 255
+            diff = (rewritten(batch) - model(batch)).abs().max().item()
+        print(f"s2d rewrite: max |logit difference| against the model {diff:.1e}")
+        files["s2d"] = export_onnx(rewritten, Path(tmp) / "s2d.onnx")
+        files["s2d-int8"] = export_onnx(rewritten, Path(tmp) / "s2d-int8.onnx", True, calibration)
+        runners = {name: session_runner(path, x, args.threads) for name, path in files.items()}
+        runners["parallel-2x1"] = session_runner(files["shipped-int8"], x, args.threads, parallel=2)
+        fer = FerAdapter(args.threads)
+        runners["fer"] = lambda: fer.predict_probs(x[:, 0])
+        speeds = alternating_rates(runners, 64)
+    print(f"fer2013-fast variants at batch 64, {args.threads} threads, alternating rounds with fer (best round)")
+    for name, speed in speeds.items():
+        print(f"{name:14s} {speed:7.0f} faces/s  {speed / speeds['fer']:.2f}x fer")
+
+
+if __name__ == "__main__":
+    main()
