@@ -14,6 +14,9 @@ throughput on wider layers. This script measures, in alternating rounds with ``f
   output phases (max |logit difference| against the model is printed);
 - ``s2d-int8``: that rewrite quantised as the shipped file is (global branch and first backbone stage float).
 
+Then, speed only, untrained ``compact-xs`` students with smaller global-branch kernels (the candidates for the
+next distilled model; ``xs`` is the shipped topology with fresh weights).
+
 Speed only: top-1 agreement of int8 variants with torch is for benchmarks/onnx_parity.py and
 scripts/int8_exclusions.py to measure on real crops.
 
@@ -35,6 +38,7 @@ from timing import alternating_rates
 from torch import nn
 
 from expressnet.hub import load_model, shipped_onnx
+from expressnet.nn import create_model
 from expressnet.runtime.onnx import DISABLED_OPTIMIZERS, INPUT, calibration_images, export_onnx
 
 
@@ -70,6 +74,21 @@ class SpaceToDepthUnit(nn.Module):
         y = F.relu(F.conv2d(x, self.weight, self.bias, padding=self.half))
         y = self.bn(y.reshape(n * 4, self.filters, h // 2, w // 2))
         return y.reshape(n, 4, self.filters, h // 2, w // 2).amax(1)
+
+
+# Untrained students: global-branch (filters, kernel) per unit, against compact-xs's (4, 9), (8, 7), (16, 5), (32, 3).
+STUDENTS = {
+    "xs": None,
+    "xs-global-5553": ((4, 5), (8, 5), (16, 5), (32, 3)),
+    "xs-global-8x5-333": ((8, 5), (16, 3), (16, 3), (32, 3)),
+}
+
+
+def student(like: nn.Module, global_convs: tuple[tuple[int, int], ...] | None) -> nn.Module:
+    """A fresh compact-xs (optionally with other global convs) carrying ``like``'s class names and preprocessing."""
+    net = create_model("compact-xs", **({"global_convs": global_convs} if global_convs else {})).eval()
+    net.metadata, net.class_names, net.preprocessing = like.metadata, like.class_names, like.preprocessing
+    return net
 
 
 def session_runner(path: Path, x: np.ndarray, threads: int, parallel: int = 0):
@@ -110,12 +129,15 @@ def main() -> None:
         files["s2d-int8"] = export_onnx(rewritten, Path(tmp) / "s2d-int8.onnx", True, calibration)
         runners = {name: session_runner(path, x, args.threads) for name, path in files.items()}
         runners["parallel-2x1"] = session_runner(files["shipped-int8"], x, args.threads, parallel=2)
+        for name, convs in STUDENTS.items():
+            path = export_onnx(student(model, convs), Path(tmp) / f"{name}.onnx")
+            runners[f"untrained {name}"] = session_runner(path, x, args.threads)
         fer = FerAdapter(args.threads)
         runners["fer"] = lambda: fer.predict_probs(x[:, 0])
         speeds = alternating_rates(runners, 64)
     print(f"fer2013-fast variants at batch 64, {args.threads} threads, alternating rounds with fer (best round)")
     for name, speed in speeds.items():
-        print(f"{name:14s} {speed:7.0f} faces/s  {speed / speeds['fer']:.2f}x fer")
+        print(f"{name:28s} {speed:7.0f} faces/s  {speed / speeds['fer']:.2f}x fer")
 
 
 if __name__ == "__main__":
