@@ -20,7 +20,9 @@ next distilled model; ``xs`` is the shipped topology with fresh weights).
 Speed only: top-1 agreement of int8 variants with torch is for benchmarks/onnx_parity.py and
 scripts/int8_exclusions.py to measure on real crops.
 
-    python benchmarks/fast_variants.py [--threads 2] [--data fer2013]
+    python benchmarks/fast_variants.py [--threads 2] [--data fer2013] [--checkpoints runs/fer2013-fast-xs-k5]
+
+``--checkpoints``: trained candidates (checkpoint files or run folders), timed as float32 ONNX exports too.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", default="fer2013", help="dataset whose Training images calibrate the int8 files")
+    parser.add_argument("--checkpoints", nargs="*", default=[], help="trained candidates to time (float32 ONNX)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model("fer2013-fast").eval()
@@ -132,6 +135,9 @@ def main() -> None:
         for name, convs in STUDENTS.items():
             path = export_onnx(student(model, convs), Path(tmp) / f"{name}.onnx")
             runners[f"untrained {name}"] = session_runner(path, x, args.threads)
+        for i, checkpoint in enumerate(args.checkpoints):
+            path = export_onnx(load_model(checkpoint), Path(tmp) / f"checkpoint-{i}.onnx")
+            runners[Path(checkpoint).name] = session_runner(path, x, args.threads)
         fer = FerAdapter(args.threads)
         runners["fer"] = lambda: fer.predict_probs(x[:, 0])
         speeds = alternating_rates(runners, 64)
