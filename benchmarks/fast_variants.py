@@ -28,6 +28,8 @@ scripts/int8_exclusions.py to measure on real crops.
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import tempfile
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from torch import nn
 
 from expressnet.hub import load_model, shipped_onnx
 from expressnet.nn import create_model
+from expressnet.runtime import to_float
 from expressnet.runtime.onnx import DISABLED_OPTIMIZERS, INPUT, calibration_images, export_onnx
 
 
@@ -57,15 +60,11 @@ class SpaceToDepthUnit(nn.Module):
         half = (pad + 1) // 2 + 1  # reach of the kernel on the half-resolution grid
         side = 2 * half + 1
         folded = torch.zeros(2, 2, filters, cin, 2, 2, side, side)  # out phase (a, b), f, c, in phase (p, q), m, n
-        for a in range(2):
-            for b in range(2):
-                for p in range(2):
-                    for q in range(2):
-                        for m in range(-half, half + 1):
-                            for n in range(-half, half + 1):
-                                dy, dx = 2 * m + p + pad - a, 2 * n + q + pad - b
-                                if 0 <= dy < k and 0 <= dx < k:
-                                    folded[a, b, :, :, p, q, m + half, n + half] = w[:, :, dy, dx]
+        reach = range(-half, half + 1)
+        for a, b, p, q, m, n in itertools.product(range(2), range(2), range(2), range(2), reach, reach):
+            dy, dx = 2 * m + p + pad - a, 2 * n + q + pad - b
+            if 0 <= dy < k and 0 <= dx < k:
+                folded[a, b, :, :, p, q, m + half, n + half] = w[:, :, dy, dx]
         self.register_buffer("weight", folded.reshape(4 * filters, cin * 4, side, side))
         self.register_buffer("bias", conv.bias.detach().repeat(4))
         self.half, self.filters = half, filters
@@ -122,10 +121,10 @@ def main() -> None:
         files["int8-all"] = export_onnx(model, Path(tmp) / "all.onnx", True, calibration, keep_float=())
         g01 = ("/model/global_branch/convs/convs.0", "/model/global_branch/convs/convs.1")
         files["int8-g01"] = export_onnx(model, Path(tmp) / "g01.onnx", True, calibration, keep_float=g01)
-        rewritten = load_model("fer2013-fast").eval()
+        rewritten = copy.deepcopy(model)
         rewritten.global_branch.convs[0] = SpaceToDepthUnit(rewritten.global_branch.convs[0])
         with torch.no_grad():
-            batch = torch.from_numpy(x).float() / 255
+            batch = to_float(torch.from_numpy(x))
             diff = (rewritten(batch) - model(batch)).abs().max().item()
         print(f"s2d rewrite: max |logit difference| against the model {diff:.1e}")
         files["s2d"] = export_onnx(rewritten, Path(tmp) / "s2d.onnx")

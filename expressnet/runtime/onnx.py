@@ -118,7 +118,8 @@ def export_onnx(
         raise ValueError("int8 export needs calibration images (uint8 crops from a training split)")
     float_prefixes = KEEP_FLOAT if keep_float is None else keep_float
     pre: Preprocessing = model.preprocessing
-    if next(model.parameters()).dtype != torch.float32 or next(model.parameters()).device.type != "cpu":
+    param = next(model.parameters())
+    if param.dtype != torch.float32 or param.device.type != "cpu":
         model = copy.deepcopy(model).float().cpu()  # the caller's module keeps its dtype and device
     was_training = model.training
     dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
