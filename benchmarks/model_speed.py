@@ -2,9 +2,10 @@
 
 For each model (shipped name or checkpoint): images/s at batch 1 and batch 64 on the test crops of its
 dataset (no flip averaging, as a throughput figure), then test accuracy and macro-F1 through that backend
-(with the model's own flip averaging). Backends: torch fp32 and bf16, ONNX Runtime fp32 (exported on the fly)
-and int8 (the shipped file, else exported with calibration on training images). Then the peer ``fer``
-(mini-Xception tflite) measured the same way, each model's int8 speed against it, and the default
+(with the model's own flip averaging). Backends: torch fp32 and bf16, ONNX Runtime fp32 and int8 (the shipped
+file where the model ships that precision, else exported in the run, int8 calibrated on training images). Then
+the peer ``fer`` (mini-Xception tflite) measured the same way, the speed of each model's shipped ONNX file (else
+its int8 export) against it, and the default
 ``Recognizer`` classifier path against the torch path of before the runtime layer (FFT for the 17x17
 convolution, flip averaging).
 
@@ -31,7 +32,7 @@ from expressnet.data import load_dataset, prepare_split
 from expressnet.evaluate.metrics import classification_metrics
 from expressnet.hub import load_model, shipped_onnx
 from expressnet.runtime import Classifier, TorchClassifier, load_classifier
-from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx
+from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx, read_onnx_metadata
 
 
 def rate(fn, images: int, seconds: float) -> float:
@@ -49,16 +50,24 @@ def legacy_fft() -> Iterator[None]:
         fft_conv.use_fft = rule
 
 
-def backends(name: str, tmp: Path, threads: int) -> Iterator[tuple[str, str, Classifier]]:
+def backends(name: str, tmp: Path, threads: int) -> Iterator[tuple[str, str, str, Classifier]]:
+    """(backend, precision, where the file comes from, classifier): torch fp32 and bf16, then ONNX Runtime fp32
+    and int8, each the shipped file where the model ships that precision, else exported in the run."""
     net = load_model(name)
-    yield "torch", "fp32", TorchClassifier(net)
-    yield "torch", "bf16", TorchClassifier(net, precision="bf16")
-    yield "onnx", "fp32", OnnxClassifier(export_onnx(net, tmp / f"{name}.onnx"), threads=threads)
-    int8 = shipped_onnx(name)
-    if int8 is None:
+    yield "torch", "fp32", "", TorchClassifier(net)
+    yield "torch", "bf16", "", TorchClassifier(net, precision="bf16")
+    shipped = shipped_onnx(name)
+    shipped_fp32 = shipped is not None and read_onnx_metadata(shipped)["weights"] == "float32"
+    if shipped_fp32:
+        yield "onnx", "fp32", "shipped", OnnxClassifier(shipped, threads=threads)
+    else:
+        yield "onnx", "fp32", "exported", OnnxClassifier(export_onnx(net, tmp / f"{name}.onnx"), threads=threads)
+    if shipped is not None and not shipped_fp32:
+        yield "onnx", "int8", "shipped", OnnxClassifier(shipped, threads=threads)
+    else:
         data = net.metadata.get("data", {}).get("name", "fer2013")
         int8 = export_onnx(net, tmp / f"{name}.int8.onnx", True, calibration_images(net.preprocessing, data))
-    yield "onnx", "int8", OnnxClassifier(int8, threads=threads)
+        yield "onnx", "int8", "exported", OnnxClassifier(int8, threads=threads)
 
 
 TEST_SPLIT = {"fer2013": "PrivateTest", "ferplus": "PrivateTest", "rafdb": "test"}
@@ -91,7 +100,7 @@ def main() -> None:
         f"{'accuracy':>9s} {'macro-F1':>9s}"
     )
     cache: dict = {}
-    int8_models: dict[str, Classifier] = {}
+    deployed: dict[str, tuple[str, Classifier]] = {}  # per model: the shipped ONNX file, else the int8 export
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             try:
@@ -99,19 +108,19 @@ def main() -> None:
             except Exception as exc:  # not shipped here: say so and go on
                 print(f"{name:14s} skipped: {exc}")
                 continue
-            for backend, precision, classifier in backends(name, Path(tmp), args.threads):
+            for backend, precision, origin, classifier in backends(name, Path(tmp), args.threads):
                 x, y, split = test_crops(name, classifier, cache)
                 one = rate(lambda c=classifier, x=x: c.logits(x[:1], tta_flip=False), 1, args.seconds)
                 many = rate(lambda c=classifier, x=x: c.logits(x[:64], tta_flip=False), 64, args.seconds)
-                if (backend, precision) == ("onnx", "int8"):
-                    int8_models[name] = classifier
+                if origin == "shipped" or (precision == "int8" and name not in deployed):
+                    deployed[name] = (f"{precision} ONNX ({origin})", classifier)
                 acc = f1 = float("nan")
                 if args.accuracy:
                     m = classification_metrics(classifier.probabilities(x), y, classifier.class_names)
                     acc, f1 = m["accuracy"], m["macro_f1"]
                 print(
                     f"{name:14s} {backend:8s} {precision:5s} {one:>10.0f} {many:>11.0f} {acc:>9.4f} {f1:>9.4f}  "
-                    f"{split}",
+                    f"{split}{f' ({origin} file)' if origin else ''}",
                     flush=True,
                 )
         fer = None
@@ -150,15 +159,18 @@ def main() -> None:
             f"before (torch, FFT 17x17): {before:.0f} img/s; now ({default.backend}, chosen by auto from "
             f"{chosen}): {now:.0f} img/s; speed-up {now / before:.2f}x"
         )
-        if fer is not None and int8_models:
+        if fer is not None and deployed:
             # pairwise: an ONNX Runtime session's threads spin for a while after each call, which slows whatever
             # runs next, so each model alternates with fer alone
-            print("\nint8 ONNX against fer's tflite at batch 64, each in alternating rounds with fer (best round)")
-            for name, c in int8_models.items():
+            print(
+                "\nthe shipped ONNX file (else the int8 export) against fer's tflite at batch 64, each in "
+                "alternating rounds with fer (best round)"
+            )
+            for name, (what, c) in deployed.items():
                 ours = lambda c=c: c.logits(x[:64], tta_flip=False)  # noqa: E731
                 speeds = alternating_rates({name: ours, "fer": lambda: fer.predict_probs(x[:64, 0])}, 64)
                 print(
-                    f"{name} int8 ONNX {speeds[name]:.0f} faces/s vs fer tflite {speeds['fer']:.0f}: "
+                    f"{name} {what} {speeds[name]:.0f} faces/s vs fer tflite {speeds['fer']:.0f}: "
                     f"{speeds[name] / speeds['fer']:.2f}x"
                 )
 

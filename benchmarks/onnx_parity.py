@@ -1,9 +1,9 @@
 """ONNX exports against torch on the real test protocols: fp32 max |logit difference|, int8 top-1 agreement and
-accuracy / macro-F1 per protocol, for every shipped model. fp32 is exported in the run; int8 is the shipped file
-where the model has one, else exported in the run as ``expressnet export MODEL --int8`` does it (calibrated on
-1,024 images of the model's own training split, the default layers kept float).
+accuracy / macro-F1 per protocol, for every shipped model. Each precision is the shipped file where the model
+ships one of that precision (``hub.SHIPPED_ONNX``), else exported in the run (int8 as ``expressnet export MODEL
+--int8`` does it: calibrated on 1,024 images of the model's own training split, the default layers kept float).
 
-    python benchmarks/onnx_parity.py [--models fer2013 rafdb]
+    python benchmarks/onnx_parity.py [--models fer2013 rafdb] [--keep-float /model/head ...]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from expressnet.data import load_dataset, prepare_split
 from expressnet.evaluate.metrics import classification_metrics
 from expressnet.hub import load_model, shipped_models, shipped_onnx
 from expressnet.runtime import TorchClassifier
-from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx
+from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx, read_onnx_metadata
 
 PROTOCOLS = {  # a model's training data -> its validation and test protocols (dataset, split)
     "fer2013": [("fer2013", "PublicTest"), ("fer2013", "PrivateTest"), ("fer2013", "PublicTest+PrivateTest")],
@@ -41,6 +41,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", help="shipped names or checkpoints (default: every shipped model)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--keep-float",
+        nargs="+",
+        metavar="PREFIX",
+        help="layers an int8 export in the run keeps float (default: KEEP_FLOAT)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,12 +57,21 @@ def main() -> None:
                 print(f"{name}: skipped ({exc})")
                 continue
             reference = TorchClassifier(net)
-            fp32 = OnnxClassifier(export_onnx(net, Path(tmp) / f"{name}.onnx"))
-            int8_file, how = shipped_onnx(name), "shipped"
+            shipped = shipped_onnx(name)
+            shipped_fp32 = shipped is not None and read_onnx_metadata(shipped)["weights"] == "float32"
+            fp32_file, fp32_how = (shipped, "shipped") if shipped_fp32 else (None, "exported in the run")
+            fp32 = OnnxClassifier(fp32_file or export_onnx(net, Path(tmp) / f"{name}.onnx"))
+            int8_file, how = (None if shipped_fp32 else shipped), "shipped"
             training_data = net.metadata.get("data", {}).get("name")
             if int8_file is None and training_data:
                 calibration = calibration_images(net.preprocessing, training_data)
-                int8_file = export_onnx(net, Path(tmp) / f"{name}.int8.onnx", int8=True, calibration=calibration)
+                int8_file = export_onnx(
+                    net,
+                    Path(tmp) / f"{name}.int8.onnx",
+                    True,
+                    calibration,
+                    keep_float=args.keep_float and tuple(args.keep_float),
+                )
                 how = "exported in the run"
             int8 = OnnxClassifier(int8_file) if int8_file is not None else None
             for data, split in protocols(training_data or "fer2013"):
@@ -67,7 +82,7 @@ def main() -> None:
                 m = classification_metrics(reference.probabilities(x), y, net.class_names)
                 line = (
                     f"{name} {data} {split} (n={len(y)}): torch {m['accuracy']:.4f} / F1 {m['macro_f1']:.4f}; "
-                    f"fp32 ONNX max |dlogit| {diff:.1e}"
+                    f"fp32 ONNX ({fp32_how}) max |dlogit| {diff:.1e}"
                 )
                 if int8 is not None:
                     q = int8.logits(x)

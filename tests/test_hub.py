@@ -27,9 +27,9 @@ def no_network(monkeypatch):
 def test_every_shipped_model_is_present_and_small():
     assert set(shipped_models()) == set(SHIPPED), f"missing shipped weights in {WEIGHTS_DIR}"
     total = sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir() if p.is_file())  # weights, ONNX files, sidecars
-    # four 7.7 M-parameter models as int8 safetensors, the default's int8 ONNX (8.3 MB), fer2013-fast (3.3 MB:
-    # float32 weights, as int8 storage changed 1.6 % of its PublicTest predictions, and its int8 ONNX)
-    assert total <= 43_000_000, f"shipped weights take {total / 1e6:.1f} MB (at most 43 MB)"
+    # four 7.7 M-parameter models as int8 safetensors, the default's int8 ONNX (8.3 MB), fer2013-fast (5.1 MB:
+    # float32 weights, as int8 storage changed 1.6 % of its PublicTest predictions, and its float32 ONNX)
+    assert total <= 45_000_000, f"shipped weights take {total / 1e6:.1f} MB (at most 45 MB)"
 
 
 @pytest.mark.parametrize("name", [None, "default", *SHIPPED])

@@ -261,8 +261,8 @@ def test_presets_and_model_summary_commands():
 
 
 def test_shipped_onnx_files_come_from_the_shipped_weights():
-    """Each shipped int8 ONNX file names the sha256 of the safetensors file it was exported from: re-export it
-    (`expressnet export NAME --int8 -o expressnet/weights/NAME.int8.onnx`) whenever the weights file changes."""
+    """Each shipped ONNX file names the sha256 of the safetensors file it was exported from: re-export it
+    (`expressnet export NAME [--int8] -o expressnet/weights/FILE`, hub.SHIPPED_ONNX) whenever the weights change."""
     for name, path in shipped_models().items():
         onnx_file = shipped_onnx(name)
         if onnx_file is None:
@@ -271,3 +271,9 @@ def test_shipped_onnx_files_come_from_the_shipped_weights():
         assert meta["source_sha256"] == file_sha256(path), name
         assert meta["class_names"] == list(load_model(name).class_names), name
         assert onnx_file.stat().st_size <= 10_000_000, name
+        x = crops(16, seed=4)
+        reference, shipped = TorchClassifier(load_model(name)).logits(x), OnnxClassifier(onnx_file).logits(x)
+        if meta["weights"] == "float32":
+            assert np.abs(shipped - reference).max() <= 1e-4, name
+        else:  # int8: the same top choice for nearly every crop (random crops; real ones: benchmarks/onnx_parity.py)
+            assert (shipped.argmax(1) == reference.argmax(1)).mean() >= 0.8, name

@@ -255,7 +255,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 
 # ONNX Runtime's QDQ propagation moves each QuantizeLinear up through the MaxPool before it, so the pool runs on
 # uint8 in NCHW with the scalar kernel instead of on float in the vectorised NCHWc layout. Measured in one run on
-# the 2-core CPU at batch 64, the shipped fer2013-fast.int8.onnx: 2,066 faces/s with it, 4,221 without.
+# the 2-core CPU at batch 64, the first shipped fer2013-fast.int8.onnx: 2,066 faces/s with it, 4,221 without.
 DISABLED_OPTIMIZERS = ["QDQPropagationTransformer"]
 
 
