@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from expressnet.nn import ExpressNetConfig, create_model, get_config, list_presets
+from expressnet.nn import ExpressNetConfig, create_model, eval_mode, get_config, list_presets
 from expressnet.nn.summary import batchnorm_statistics, model_costs
 
 
@@ -135,3 +135,19 @@ def test_model_summary_cli():
         assert part in result.output
     result = CliRunner().invoke(app, ["model-summary", "--preset", "compact", "--input-size", "64"])
     assert result.exit_code == 0 and "64x64x1" in result.output
+
+
+def test_eval_mode_gives_each_submodule_its_own_mode_back():
+    # a model fine-tuned with frozen BatchNorm: training, but its BatchNorm layers in eval mode
+    net = create_model("tiny").train()
+    frozen = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in frozen:
+        m.eval()
+    before = [m.training for m in net.modules()]
+    assert any(before) and not all(before)
+    with eval_mode(net) as inside:
+        assert inside is net and not any(m.training for m in net.modules())
+    assert [m.training for m in net.modules()] == before
+    with pytest.raises(RuntimeError), eval_mode(net):
+        raise RuntimeError("a failing forward")
+    assert [m.training for m in net.modules()] == before  # restored when the block raises

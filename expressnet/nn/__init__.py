@@ -10,6 +10,7 @@ from .expressnet import (
     register_preset,
 )
 from .fft_conv import SameConv2d, fft_conv2d_same
+from .modes import eval_mode
 from .moe import MixtureOfExperts, Routing, RoutingStats, routing_stats
 from .resnet import ResNet, ResNetSpec, load_backbone_weights
 
@@ -24,6 +25,7 @@ __all__ = [
     "RoutingStats",
     "SameConv2d",
     "create_model",
+    "eval_mode",
     "fft_conv2d_same",
     "get_config",
     "list_presets",

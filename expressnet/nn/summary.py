@@ -9,6 +9,7 @@ from torch import nn
 
 from .expressnet import ExpressNetMoE
 from .fft_conv import SameConv2d, use_fft
+from .modes import eval_mode
 
 PARTS = {
     "global": ("global_branch",),
@@ -86,12 +87,9 @@ def fft_layers(model: ExpressNetMoE) -> list[tuple[int, int]]:
 def _probe(model: ExpressNetMoE, hooks: list) -> None:
     """One eval-mode forward pass of a blank image, then remove ``hooks``."""
     cfg = model.config
-    was_training = model.training
-    model.eval()
     try:
-        with torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             model(torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)

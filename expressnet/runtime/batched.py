@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..nn.modes import eval_mode
+
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float32 in [0, 1] (the only normalisation every preset uses)."""
@@ -40,10 +42,8 @@ def predict_logits(
     ``on_batch(start, stop)`` is called after each batch, e.g. to collect ``model.routing``.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = to_float(images[start : start + batch_size].to(device))
             with autocast(device, precision):
@@ -57,8 +57,6 @@ def predict_logits(
                     if tta_flip:
                         logits = (logits + model(x.flip(-1)).float()) / 2
             out.append(logits.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 

@@ -30,6 +30,7 @@ from ..data.prepare import Preprocessing
 from ..faces.model_files import cache_dir
 from ..hub import load_model, resolve_model, shipped_onnx
 from ..io import atomic_output
+from ..nn.modes import eval_mode
 from .batched import to_float
 from .classifier import Classifier, ModelSpec
 
@@ -121,26 +122,22 @@ def export_onnx(
     param = next(model.parameters())
     if param.dtype != torch.float32 or param.device.type != "cpu":
         model = copy.deepcopy(model).float().cpu()  # the caller's module keeps its dtype and device
-    was_training = model.training
     dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
     with tempfile.TemporaryDirectory(prefix="expressnet-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        with torch.no_grad(), warnings.catch_warnings():
+        with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the MoE's routing record, not in the graph
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: handles our MoE's topk
-            try:
-                torch.onnx.export(
-                    _LogitsOnly(model).eval(),  # the exporter restores the wrapper's mode afterwards
-                    (dummy,),
-                    str(fp32),
-                    input_names=[INPUT],
-                    output_names=[OUTPUT],
-                    dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                    opset_version=opset,
-                    dynamo=False,
-                )
-            finally:
-                model.train(was_training)
+            torch.onnx.export(
+                _LogitsOnly(model).eval(),  # the exporter restores the wrapper's mode afterwards
+                (dummy,),
+                str(fp32),
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
         final = fp32
         if int8:
             final = Path(tmp) / "int8.onnx"
