@@ -30,54 +30,21 @@ scripts/int8_exclusions.py to measure on real crops.
 from __future__ import annotations
 
 import argparse
-import copy
-import itertools
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from peers import FerAdapter
 from timing import alternating_rates
 from torch import nn
 
 from expressnet.hub import load_model, shipped_onnx
 from expressnet.nn import create_model
+from expressnet.nn.rewrite import space_to_depth_first_unit
 from expressnet.runtime import to_float
 from expressnet.runtime.onnx import DISABLED_OPTIMIZERS, INPUT, calibration_images, export_onnx
-
-
-class SpaceToDepthUnit(nn.Module):
-    """A ConvUnit (stride-1 'same' conv k x k -> ReLU -> Dropout -> BatchNorm -> MaxPool(2)) computed on the 2x2
-    space-to-depth input; equal to the unit in eval mode for even input sizes."""
-
-    def __init__(self, unit: nn.Sequential) -> None:
-        super().__init__()
-        conv, self.bn = unit[0], unit[3]
-        w = conv.weight.detach()
-        filters, cin, k, _ = w.shape
-        pad = k // 2
-        half = (pad + 1) // 2 + 1  # reach of the kernel on the half-resolution grid
-        side = 2 * half + 1
-        folded = torch.zeros(2, 2, filters, cin, 2, 2, side, side)  # out phase (a, b), f, c, in phase (p, q), m, n
-        reach = range(-half, half + 1)
-        for a, b, p, q, m, n in itertools.product(range(2), range(2), range(2), range(2), reach, reach):
-            dy, dx = 2 * m + p + pad - a, 2 * n + q + pad - b
-            if 0 <= dy < k and 0 <= dx < k:
-                folded[a, b, :, :, p, q, m + half, n + half] = w[:, :, dy, dx]
-        self.register_buffer("weight", folded.reshape(4 * filters, cin * 4, side, side))
-        self.register_buffer("bias", conv.bias.detach().repeat(4))
-        self.half, self.filters = half, filters
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        x = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, h // 2, w // 2)
-        y = F.relu(F.conv2d(x, self.weight, self.bias, padding=self.half))
-        y = self.bn(y.reshape(n * 4, self.filters, h // 2, w // 2))
-        return y.reshape(n, 4, self.filters, h // 2, w // 2).amax(1)
-
 
 # Untrained students: global-branch (filters, kernel) per unit, against compact-xs's (4, 9), (8, 7), (16, 5), (32, 3).
 STUDENTS = {
@@ -123,14 +90,13 @@ def main() -> None:
         files["int8-all"] = export_onnx(model, Path(tmp) / "all.onnx", True, calibration, keep_float=())
         g01 = ("/model/global_branch/convs/convs.0", "/model/global_branch/convs/convs.1")
         files["int8-g01"] = export_onnx(model, Path(tmp) / "g01.onnx", True, calibration, keep_float=g01)
-        rewritten = copy.deepcopy(model)
-        rewritten.global_branch.convs[0] = SpaceToDepthUnit(rewritten.global_branch.convs[0])
+        rewritten = space_to_depth_first_unit(model)
         with torch.no_grad():
             batch = to_float(torch.from_numpy(x))
             diff = (rewritten(batch) - model(batch)).abs().max().item()
         print(f"s2d rewrite: max |logit difference| against the model {diff:.1e}")
-        files["s2d"] = export_onnx(rewritten, Path(tmp) / "s2d.onnx")
-        files["s2d-int8"] = export_onnx(rewritten, Path(tmp) / "s2d-int8.onnx", True, calibration)
+        files["s2d"] = export_onnx(model, Path(tmp) / "s2d.onnx", space_to_depth=True)
+        files["s2d-int8"] = export_onnx(model, Path(tmp) / "s2d-int8.onnx", True, calibration, space_to_depth=True)
         runners = {name: session_runner(path, x, args.threads) for name, path in files.items()}
         runners["parallel-2x1"] = session_runner(files["shipped"], x, args.threads, parallel=2)
         for name, convs in STUDENTS.items():

@@ -455,6 +455,13 @@ def export(
             "quantise every layer). Default: the global branch's convolutions and the backbone's first stage."
         ),
     ] = None,
+    space_to_depth: Annotated[
+        bool | None,
+        typer.Option(
+            help="Export the first global unit on the 2x2 space-to-depth image (exact; faster in ONNX Runtime for "
+            "large first kernels). Default: for first kernels of 9 and more."
+        ),
+    ] = None,
     check: Annotated[bool, typer.Option(help="Compare the export with torch on random crops.")] = True,
 ) -> None:
     """Export a model to ONNX (dynamic batch; classes, preprocessing, tta_flip and source checksum in its
@@ -482,7 +489,7 @@ def export(
                 _fail(f"{model}: the checkpoint does not say which dataset it was trained on; give --data")
             calibration = sample_training_images(net.preprocessing, source, count=calibration_images)
         keep = None if not keep_float else tuple(p for p in keep_float if p != "none")
-        export_onnx(net, target, int8=int8, calibration=calibration, keep_float=keep)
+        export_onnx(net, target, int8, calibration, keep_float=keep, space_to_depth=space_to_depth)
     except (CheckpointError, DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)", highlight=False)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from expressnet.nn import ExpressNetConfig, create_model, eval_mode, get_config, list_presets
+from expressnet.nn.rewrite import space_to_depth_applies, space_to_depth_first_unit, space_to_depth_pays
 from expressnet.nn.summary import batchnorm_statistics, model_costs
 
 
@@ -151,3 +152,32 @@ def test_eval_mode_gives_each_submodule_its_own_mode_back():
     with pytest.raises(RuntimeError), eval_mode(net):
         raise RuntimeError("a failing forward")
     assert [m.training for m in net.modules()] == before  # restored when the block raises
+
+
+@pytest.mark.parametrize("preset", ["tiny", "compact", "compact-xs"])
+def test_space_to_depth_rewrite_is_exact(preset):
+    torch.manual_seed(0)
+    net = create_model(preset).eval()
+    unit = net.global_branch.convs[0]
+    with torch.no_grad():  # BatchNorm statistics and a negative scale, so the max must be taken after it
+        unit[3].running_mean.uniform_(-0.5, 0.5)
+        unit[3].running_var.uniform_(0.5, 2.0)
+        unit[3].weight.uniform_(-1.5, 1.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rewritten = space_to_depth_first_unit(net)
+    x = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        assert (rewritten(x) - net(x)).abs().max().item() < 1e-4
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the model is left as it was
+    assert isinstance(net.global_branch.convs[0], torch.nn.Sequential)
+
+
+def test_space_to_depth_rule():
+    assert space_to_depth_pays(create_model("compact"))  # 17x17 first kernel at 48 px: measured faster
+    assert space_to_depth_pays(create_model("compact-xs"))  # 9x9
+    assert not space_to_depth_pays(create_model("compact-xs", global_convs=((4, 5), (8, 5), (16, 5), (32, 3))))
+    assert not space_to_depth_pays(create_model("compact-rgb64"))  # applies, but not measured there
+    assert space_to_depth_applies(create_model("compact-rgb64"))
+    assert not space_to_depth_applies(create_model("tiny", input_size=47))  # odd input size
+    with pytest.raises(ValueError, match="space-to-depth"):
+        space_to_depth_first_unit(create_model("tiny", input_size=47))

@@ -91,6 +91,27 @@ def test_export_leaves_the_module_as_it_was(tiny_checkpoint, tmp_path):
     assert read_onnx_metadata(target)["weights"] == "float32"
 
 
+def test_export_rewrites_the_first_unit_where_it_pays(tiny_checkpoint, tmp_path):
+    # tiny's first global kernel is 17x17 on 48x48 gray: exported through the exact space-to-depth rewrite
+    net = load_model(tiny_checkpoint)
+    auto, plain = (
+        export_onnx(net, tmp_path / "auto.onnx"),
+        export_onnx(net, tmp_path / "plain.onnx", space_to_depth=False),
+    )
+    assert read_onnx_metadata(auto)["rewrites"] == ["space_to_depth_global_0"]
+    assert read_onnx_metadata(plain)["rewrites"] == []
+    assert isinstance(net.global_branch.convs[0], torch.nn.Sequential)  # the module itself is not rewritten
+    x = crops(40, seed=5)
+    ref = TorchClassifier(net).logits(x)
+    for path in (auto, plain):
+        assert np.abs(OnnxClassifier(path).logits(x) - ref).max() <= 1e-4, path.name
+    result = CliRunner().invoke(
+        app, ["export", str(tiny_checkpoint), "--no-space-to-depth", "-o", str(tmp_path / "c.onnx")]
+    )
+    assert result.exit_code == 0, result.output
+    assert read_onnx_metadata(tmp_path / "c.onnx")["rewrites"] == []
+
+
 def test_int8_export_is_small_and_close(tiny_checkpoint, tmp_path):
     net = load_model(tiny_checkpoint)
     calibration = crops(64, seed=1)

@@ -31,6 +31,7 @@ from ..faces.model_files import cache_dir
 from ..hub import load_model, resolve_model, shipped_onnx
 from ..io import atomic_output
 from ..nn.modes import eval_mode
+from ..nn.rewrite import space_to_depth_first_unit, space_to_depth_pays
 from .batched import to_float
 from .classifier import Classifier, ModelSpec
 
@@ -108,12 +109,14 @@ def export_onnx(
     calibration: np.ndarray | None = None,
     opset: int = OPSET,
     keep_float: tuple[str, ...] | None = None,
+    space_to_depth: bool | None = None,
 ) -> Path:
     """Export ``model`` (from :func:`expressnet.load_model`) to ``target``; with ``int8``, quantise it statically
     on ``calibration`` (uint8 crops (N, C, S, S) from a training split). Nodes whose name starts with one of
     ``keep_float`` (e.g. ``"/model/head"``) stay float; ``None`` keeps :data:`KEEP_FLOAT` float where the graph
-    has those nodes, ``()`` quantises every layer but those reading the image. The file appears whole or not at
-    all; ``model`` keeps its mode (training or eval), dtype and device."""
+    has those nodes, ``()`` quantises every layer but those reading the image. ``space_to_depth`` exports the
+    first global unit through the exact rewrite of :mod:`expressnet.nn.rewrite` (``None``: where it pays). The
+    file appears whole or not at all; ``model`` keeps its mode (training or eval), dtype and device."""
     onnx, _ = _require_onnx()
     if int8 and (calibration is None or len(calibration) == 0):
         raise ValueError("int8 export needs calibration images (uint8 crops from a training split)")
@@ -122,6 +125,9 @@ def export_onnx(
     param = next(model.parameters())
     if param.dtype != torch.float32 or param.device.type != "cpu":
         model = copy.deepcopy(model).float().cpu()  # the caller's module keeps its dtype and device
+    rewrite = space_to_depth_pays(model) if space_to_depth is None else space_to_depth
+    if rewrite:
+        model = space_to_depth_first_unit(model)  # a copy, the same function; ValueError where it does not apply
     dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
     with tempfile.TemporaryDirectory(prefix="expressnet-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
@@ -146,6 +152,7 @@ def export_onnx(
         meta = onnx_metadata(model, "int8-qdq-per-channel" if int8 else "float32")
         if int8:  # besides the convolutions that read the image
             meta["keep_float"] = list(float_prefixes)
+        meta["rewrites"] = ["space_to_depth_global_0"] if rewrite else []
         _set_metadata(graph, meta)
         with atomic_output(target) as out:
             onnx.save(graph, str(out))
