@@ -32,7 +32,7 @@ from expressnet.data import load_dataset, prepare_split
 from expressnet.evaluate.metrics import classification_metrics
 from expressnet.hub import load_model, shipped_onnx
 from expressnet.runtime import Classifier, TorchClassifier, load_classifier
-from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx, read_onnx_metadata
+from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx
 
 
 def rate(fn, images: int, seconds: float) -> float:
@@ -56,14 +56,13 @@ def backends(name: str, tmp: Path, threads: int) -> Iterator[tuple[str, str, str
     net = load_model(name)
     yield "torch", "fp32", "", TorchClassifier(net)
     yield "torch", "bf16", "", TorchClassifier(net, precision="bf16")
-    shipped = shipped_onnx(name)
-    shipped_fp32 = shipped is not None and read_onnx_metadata(shipped)["weights"] == "float32"
-    if shipped_fp32:
-        yield "onnx", "fp32", "shipped", OnnxClassifier(shipped, threads=threads)
+    fp32, int8 = shipped_onnx(name, "float32"), shipped_onnx(name, "int8")
+    if fp32 is not None:
+        yield "onnx", "fp32", "shipped", OnnxClassifier(fp32, threads=threads)
     else:
         yield "onnx", "fp32", "exported", OnnxClassifier(export_onnx(net, tmp / f"{name}.onnx"), threads=threads)
-    if shipped is not None and not shipped_fp32:
-        yield "onnx", "int8", "shipped", OnnxClassifier(shipped, threads=threads)
+    if int8 is not None:
+        yield "onnx", "int8", "shipped", OnnxClassifier(int8, threads=threads)
     else:
         data = net.metadata.get("data", {}).get("name", "fer2013")
         int8 = export_onnx(net, tmp / f"{name}.int8.onnx", True, calibration_images(net.preprocessing, data))

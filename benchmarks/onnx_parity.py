@@ -20,7 +20,7 @@ from expressnet.data import load_dataset, prepare_split
 from expressnet.evaluate.metrics import classification_metrics
 from expressnet.hub import load_model, shipped_models, shipped_onnx
 from expressnet.runtime import TorchClassifier
-from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx, read_onnx_metadata
+from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx
 
 PROTOCOLS = {  # a model's training data -> its validation and test protocols (dataset, split)
     "fer2013": [("fer2013", "PublicTest"), ("fer2013", "PrivateTest"), ("fer2013", "PublicTest+PrivateTest")],
@@ -45,7 +45,7 @@ def main() -> None:
         "--keep-float",
         nargs="+",
         metavar="PREFIX",
-        help="layers an int8 export in the run keeps float (default: KEEP_FLOAT)",
+        help="layers an int8 export in the run keeps float (default: KEEP_FLOAT; a shipped int8 file is used as it is)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,11 +57,10 @@ def main() -> None:
                 print(f"{name}: skipped ({exc})")
                 continue
             reference = TorchClassifier(net)
-            shipped = shipped_onnx(name)
-            shipped_fp32 = shipped is not None and read_onnx_metadata(shipped)["weights"] == "float32"
-            fp32_file, fp32_how = (shipped, "shipped") if shipped_fp32 else (None, "exported in the run")
+            fp32_file = shipped_onnx(name, "float32")
+            fp32_how = "shipped" if fp32_file else "exported in the run"
             fp32 = OnnxClassifier(fp32_file or export_onnx(net, Path(tmp) / f"{name}.onnx"))
-            int8_file, how = (None if shipped_fp32 else shipped), "shipped"
+            int8_file, how = shipped_onnx(name, "int8"), "shipped"
             training_data = net.metadata.get("data", {}).get("name")
             if int8_file is None and training_data:
                 calibration = calibration_images(net.preprocessing, training_data)

@@ -45,12 +45,16 @@ def shipped_name(name_or_path: str | Path | nn.Module | None) -> str | None:
     return str(name_or_path) if isinstance(name_or_path, str) and name_or_path in SHIPPED else None
 
 
-def shipped_onnx(name_or_path: str | Path | nn.Module | None) -> Path | None:
-    """The ONNX file that ships for a shipped model (``SHIPPED_ONNX``), if any."""
+def shipped_onnx(name_or_path: str | Path | nn.Module | None, weights: str | None = None) -> Path | None:
+    """The ONNX file that ships for a shipped model (``SHIPPED_ONNX``), if any; with ``weights`` ("float32" or
+    "int8") only a file of that precision (``NAME.int8.onnx`` holds int8 weights, ``NAME.onnx`` float32)."""
     name = shipped_name(name_or_path) if not isinstance(name_or_path, nn.Module) else None
     if name not in SHIPPED_ONNX:
         return None
     path = WEIGHTS_DIR / SHIPPED_ONNX[name]
+    precision = "int8" if path.name.endswith(".int8.onnx") else "float32"
+    if weights is not None and weights != precision:
+        return None
     return path if path.is_file() else None
 
 

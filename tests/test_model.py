@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from expressnet.nn import ExpressNetConfig, create_model, eval_mode, get_config, list_presets
-from expressnet.nn.rewrite import space_to_depth_applies, space_to_depth_first_unit, space_to_depth_pays
+from expressnet.nn.expressnet import ConvUnit
+from expressnet.nn.rewrite import (
+    SpaceToDepthUnit,
+    space_to_depth_applies,
+    space_to_depth_first_unit,
+    space_to_depth_pays,
+)
 from expressnet.nn.summary import batchnorm_statistics, model_costs
 
 
@@ -181,3 +187,20 @@ def test_space_to_depth_rule():
     assert not space_to_depth_applies(create_model("tiny", input_size=47))  # odd input size
     with pytest.raises(ValueError, match="space-to-depth"):
         space_to_depth_first_unit(create_model("tiny", input_size=47))
+
+
+@pytest.mark.parametrize(("cin", "kernel", "bias"), [(1, 3, True), (3, 7, False), (2, 21, True)])
+def test_space_to_depth_unit_matches_the_unit(cin, kernel, bias):
+    torch.manual_seed(kernel)
+    unit = ConvUnit(cin, 6, kernel, dropout=0.5, pool=True)
+    if not bias:
+        unit[0].bias = None
+    with torch.no_grad():
+        unit[3].running_mean.uniform_(-0.5, 0.5)
+        unit[3].weight.uniform_(-1.5, 1.5)
+    unit.eval()
+    folded = SpaceToDepthUnit(unit)
+    assert folded.weight.shape[-1] == 2 * ((kernel // 2 + 1) // 2) + 1  # no all-zero ring around the kernel
+    x = torch.rand(2, cin, 32, 24)
+    with torch.no_grad():
+        assert (folded(x) - unit(x)).abs().max().item() < 1e-4

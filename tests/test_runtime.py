@@ -72,21 +72,22 @@ def test_onnx_equals_torch_and_carries_the_metadata(tiny_checkpoint, tiny_onnx):
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-9)
 
 
-def test_export_leaves_the_module_as_it_was(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("space_to_depth", [False, True])  # False: the caller's module itself is exported
+def test_export_leaves_the_module_as_it_was(tiny_checkpoint, tmp_path, space_to_depth):
     # torch.onnx.export restores the mode of the module it is given; a wrapper built in training mode used to
     # switch the caller's model to training (dropout on, BatchNorm on batch statistics) after an export.
     x = torch.from_numpy(crops(8, seed=3)).float() / 255
     for training in (False, True):
         net = load_model(tiny_checkpoint).train(training)
         before = {k: v.clone() for k, v in net.state_dict().items()}
-        export_onnx(net, tmp_path / f"mode-{training}.onnx")
+        export_onnx(net, tmp_path / f"mode-{training}.onnx", space_to_depth=space_to_depth)
         assert net.training is training and all(m.training is training for m in net.modules())
         assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
         assert next(net.parameters()).dtype == torch.float32
         with torch.no_grad():
             assert torch.equal(net.eval()(x), load_model(tiny_checkpoint).eval()(x))
     net = load_model(tiny_checkpoint).eval().to(torch.bfloat16)
-    target = export_onnx(net, tmp_path / "bf16.onnx")  # exported in float32; the module stays bf16
+    target = export_onnx(net, tmp_path / "bf16.onnx", space_to_depth=space_to_depth)  # float32; the module: bf16
     assert next(net.parameters()).dtype == torch.bfloat16 and not net.training
     assert read_onnx_metadata(target)["weights"] == "float32"
 
@@ -142,6 +143,12 @@ def test_int8_export_keeps_the_named_layers_float(tiny_checkpoint, tmp_path):
 
     assert not weight_is_quantised("/model/head")
     assert weight_is_quantised("/model/fusion/fc")
+    # the convolutions that read the image stay float, the global one too, though it reads the image through
+    # the space-to-depth rewrite's Reshape/Transpose
+    assert read_onnx_metadata(target)["rewrites"] == ["space_to_depth_global_0"]
+    assert not weight_is_quantised("/model/global_branch/convs/convs.0/")
+    assert not weight_is_quantised("/model/local_branch/convs/convs.0/")
+    assert weight_is_quantised("/model/global_branch/convs/convs.1/")
     with pytest.raises(ValueError, match="/model/nothing"):
         export_onnx(net, tmp_path / "x.onnx", int8=True, calibration=calibration, keep_float=("/model/nothing",))
 
@@ -167,7 +174,7 @@ def test_backend_choice(tiny_checkpoint, tiny_onnx):
     with pytest.raises(ValueError, match="unknown classifier backend 'tflite'"):
         load_classifier(tiny_checkpoint, "tflite")
     shipped = available_backends(None)  # the default model
-    if "onnx" in shipped:  # the int8 file ships: auto times both and keeps the figures
+    if "onnx" in shipped:  # its ONNX file ships: auto times both and keeps the figures
         chosen = load_classifier(None, "auto")
         assert set(chosen.selection) == {"torch", "onnx"}
         assert chosen.backend == max(chosen.selection, key=chosen.selection.get)
@@ -292,6 +299,9 @@ def test_shipped_onnx_files_come_from_the_shipped_weights():
         assert meta["source_sha256"] == file_sha256(path), name
         assert meta["class_names"] == list(load_model(name).class_names), name
         assert onnx_file.stat().st_size <= 10_000_000, name
+        precision = "float32" if meta["weights"] == "float32" else "int8"  # as its name says (hub.shipped_onnx)
+        assert shipped_onnx(name, precision) == onnx_file, name
+        assert shipped_onnx(name, {"float32": "int8", "int8": "float32"}[precision]) is None, name
         x = crops(16, seed=4)
         reference, shipped = TorchClassifier(load_model(name)).logits(x), OnnxClassifier(onnx_file).logits(x)
         if meta["weights"] == "float32":

@@ -8,8 +8,8 @@
 
 The classifier's input (size, channels, interpolation, crop rule) comes from the model's metadata, so
 inference prepares faces exactly as training did. The classifier runs on a :class:`~expressnet.runtime.Classifier`
-backend: ``backend="auto"`` (default) takes the fastest one available (ONNX Runtime int8 for shipped models),
-"torch" or "onnx" force one.
+backend: ``backend="auto"`` (default) takes the fastest one available (ONNX Runtime for the shipped models
+that ship an ONNX file), "torch" or "onnx" force one.
 
 Thread safety: one ``Recognizer`` may be shared by threads (a web server's workers): the detector runs under a
 lock (TFLite interpreters are not re-entrant) and the classifier is thread-safe; results equal sequential calls.

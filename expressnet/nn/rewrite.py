@@ -3,9 +3,10 @@
 :func:`space_to_depth_first_unit` recomputes the global branch's first unit (stride-1 'same' k x k conv over
 the image -> ReLU -> Dropout -> BatchNorm -> 2x2 max-pool) on the 2x2 space-to-depth image: one convolution over
 4x the channels at half the resolution, producing the four output phases of each filter, then BatchNorm per
-phase and a max over the phases (the pool). In eval mode it equals the unit to float rounding. ONNX Runtime on a
-CPU runs the 17x17 convolution over one channel of the shipped models faster that way (benchmarks/
-fast_variants.py); :func:`expressnet.runtime.export_onnx` applies it where it pays (:func:`space_to_depth_pays`).
+phase and a max over the phases (the pool). In eval mode it equals the unit to float rounding. The folded
+kernel is 2 * ((k // 2 + 1) // 2) + 1 square: 9x9 over 4 channels for a 17x17 one. ONNX Runtime on a CPU runs
+the shipped models' first unit faster that way (benchmarks/space_to_depth.py);
+:func:`expressnet.runtime.export_onnx` applies it where it pays (:func:`space_to_depth_pays`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from torch import nn
 
 from .expressnet import ConvUnit, ExpressNetMoE
 
-# First global kernels from which the rewrite is applied by default. Measured at batch 64-128 on 2 threads,
-# ONNX Runtime, alternating rounds in one run each: kernel 17 (fer2013 int8) +6 % and +10 %; kernel 9 (the first
-# fer2013-fast, fp32) +4 % and +5 %; kernel 5 (fer2013-fast now) -3 % and +0 %.
+# First global kernels from which the rewrite is applied by default. python benchmarks/space_to_depth.py (batch
+# 128, 2 threads, ONNX Runtime, alternating rounds), two runs (reports/space_to_depth.txt), and two runs of the
+# same comparison before it was a script: kernel 17 (fer2013 int8) 1.04x, 1.05x, 1.10x, 1.10x; kernel 9
+# (compact-xs fp32) 1.13x, 1.11x, 1.08x, 1.11x; kernel 5 (fer2013-fast fp32) 1.01x, 0.98x, 0.96x, 1.03x.
 MIN_KERNEL = 9
 
 
@@ -34,16 +36,16 @@ class SpaceToDepthUnit(nn.Module):
         w = conv.weight.detach()
         filters, cin, k, _ = w.shape
         pad = k // 2
-        half = (pad + 1) // 2 + 1  # reach of the kernel on the half-resolution grid
+        half = (pad + 1) // 2  # reach of the kernel on the half-resolution grid: |2m + p - a| <= pad
         side = 2 * half + 1
-        folded = torch.zeros(2, 2, filters, cin, 2, 2, side, side)  # out phase (a, b), f, c, in phase (p, q), m, n
+        folded = w.new_zeros(2, 2, filters, cin, 2, 2, side, side)  # out phase (a, b), f, c, in phase (p, q), m, n
         reach = range(-half, half + 1)
         for a, b, p, q, m, n in itertools.product(range(2), range(2), range(2), range(2), reach, reach):
             dy, dx = 2 * m + p + pad - a, 2 * n + q + pad - b
             if 0 <= dy < k and 0 <= dx < k:
                 folded[a, b, :, :, p, q, m + half, n + half] = w[:, :, dy, dx]
         self.register_buffer("weight", folded.reshape(4 * filters, cin * 4, side, side))
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(filters)
+        bias = conv.bias.detach() if conv.bias is not None else w.new_zeros(filters)
         self.register_buffer("bias", bias.repeat(4))
         self.half, self.filters = half, filters
 

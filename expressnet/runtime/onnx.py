@@ -201,7 +201,11 @@ def _quantize(
     # float make the file 47 % larger); percentile ranges: 98.1 %; percentile with 1,024 images: 98.6 %;
     # accuracy within 0.2 pt in each case. The convolutions that read the image stay float (tiny, sensitive).
     graph = onnx_module().load(str(prepared))
-    first = [n.name for n in graph.graph.node if n.op_type == "Conv" and INPUT in n.input]
+    image = {INPUT}  # the image and its rearrangements (the space-to-depth rewrite's Reshape/Transpose)
+    for node in graph.graph.node:  # in topological order
+        if node.op_type in ("Reshape", "Transpose") and node.input and node.input[0] in image:
+            image.update(node.output)
+    first = [n.name for n in graph.graph.node if n.op_type == "Conv" and image.intersection(n.input)]
     for prefix in keep_float:
         matched = [n.name for n in graph.graph.node if n.name.startswith(prefix)]
         if not matched and strict:
@@ -319,8 +323,8 @@ def onnx_classifier(
     device: str | torch.device = "cpu",
     threads: int | None = None,
 ) -> OnnxClassifier:
-    """The ``onnx`` backend: an ``.onnx`` file, a shipped model's int8 ONNX file, or a checkpoint exported to
-    float32 ONNX on first use."""
+    """The ``onnx`` backend: an ``.onnx`` file, a shipped model's ONNX file (``hub.SHIPPED_ONNX``), or a
+    checkpoint exported to float32 ONNX on first use."""
     if isinstance(model, nn.Module):
         raise ValueError("the onnx backend runs files; export the module with expressnet.runtime.export_onnx")
     if torch.device(device).type != "cpu":
