@@ -30,7 +30,7 @@ from timing import alternating_rates, calls_per_second
 import expressnet.nn.fft_conv as fft_conv
 from expressnet.data import load_dataset, prepare_split
 from expressnet.evaluate.metrics import classification_metrics
-from expressnet.hub import load_model, shipped_onnx
+from expressnet.hub import int8_keep_float, load_model, shipped_onnx
 from expressnet.runtime import Classifier, TorchClassifier, load_classifier
 from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx
 
@@ -65,7 +65,8 @@ def backends(name: str, tmp: Path, threads: int) -> Iterator[tuple[str, str, str
         yield "onnx", "int8", "shipped", OnnxClassifier(int8, threads=threads)
     else:
         data = net.metadata.get("data", {}).get("name", "fer2013")
-        int8 = export_onnx(net, tmp / f"{name}.int8.onnx", True, calibration_images(net.preprocessing, data))
+        calibration = calibration_images(net.preprocessing, data)
+        int8 = export_onnx(net, tmp / f"{name}.int8.onnx", True, calibration, keep_float=int8_keep_float(name))
         yield "onnx", "int8", "exported", OnnxClassifier(int8, threads=threads)
 
 

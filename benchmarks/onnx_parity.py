@@ -1,7 +1,8 @@
 """ONNX exports against torch on the real test protocols: fp32 max |logit difference|, int8 top-1 agreement and
 accuracy / macro-F1 per protocol, for every shipped model. Each precision is the shipped file where the model
 ships one of that precision (``hub.SHIPPED_ONNX``), else exported in the run (int8 as ``expressnet export MODEL
---int8`` does it: calibrated on 1,024 images of the model's own training split, the default layers kept float).
+--int8`` does it: calibrated on 1,024 images of the model's own training split, the model's own float layers
+(``hub.INT8_KEEP_FLOAT``) or the default ones kept float).
 
     python benchmarks/onnx_parity.py [--models fer2013 rafdb] [--keep-float /model/head ...]
 """
@@ -18,7 +19,7 @@ import torch
 
 from expressnet.data import load_dataset, prepare_split
 from expressnet.evaluate.metrics import classification_metrics
-from expressnet.hub import load_model, shipped_models, shipped_onnx
+from expressnet.hub import int8_keep_float, load_model, shipped_models, shipped_onnx
 from expressnet.runtime import TorchClassifier
 from expressnet.runtime.onnx import OnnxClassifier, calibration_images, export_onnx
 
@@ -45,7 +46,8 @@ def main() -> None:
         "--keep-float",
         nargs="+",
         metavar="PREFIX",
-        help="layers an int8 export in the run keeps float (default: KEEP_FLOAT; a shipped int8 file is used as it is)",
+        help="layers an int8 export in the run keeps float (default: the model's hub.INT8_KEEP_FLOAT, else "
+        "KEEP_FLOAT; a shipped int8 file is used as it is)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,7 +71,7 @@ def main() -> None:
                     Path(tmp) / f"{name}.int8.onnx",
                     True,
                     calibration,
-                    keep_float=args.keep_float and tuple(args.keep_float),
+                    keep_float=tuple(args.keep_float) if args.keep_float else int8_keep_float(name),
                 )
                 how = "exported in the run"
             int8 = OnnxClassifier(int8_file) if int8_file is not None else None

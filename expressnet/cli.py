@@ -452,7 +452,8 @@ def export(
         list[str] | None,
         typer.Option(
             help="--int8: keep nodes whose name starts with this float (repeatable; e.g. /model/head; 'none': "
-            "quantise every layer). Default: the global branch's convolutions and the backbone's first stage."
+            "quantise every layer). Default: the shipped model's own (hub.INT8_KEEP_FLOAT), else the global "
+            "branch's convolutions and the backbone's first stage."
         ),
     ] = None,
     space_to_depth: Annotated[
@@ -470,7 +471,7 @@ def export(
 
     from .checkpoint import CheckpointError
     from .data import DataError
-    from .hub import load_model
+    from .hub import int8_keep_float, load_model
     from .runtime import TorchClassifier
     from .runtime.onnx import OnnxClassifier, export_onnx
     from .runtime.onnx import calibration_images as sample_training_images
@@ -488,7 +489,7 @@ def export(
             if not source:
                 _fail(f"{model}: the checkpoint does not say which dataset it was trained on; give --data")
             calibration = sample_training_images(net.preprocessing, source, count=calibration_images)
-        keep = None if not keep_float else tuple(p for p in keep_float if p != "none")
+        keep = int8_keep_float(model) if not keep_float else tuple(p for p in keep_float if p != "none")
         export_onnx(net, target, int8, calibration, keep_float=keep, space_to_depth=space_to_depth)
     except (CheckpointError, DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

@@ -19,7 +19,7 @@ from expressnet.cli import app
 from expressnet.data import Preprocessing
 from expressnet.data.images import read_image
 from expressnet.data.labels import FER2013_CLASSES
-from expressnet.hub import load_model, shipped_models, shipped_onnx
+from expressnet.hub import INT8_KEEP_FLOAT, int8_keep_float, load_model, shipped_models, shipped_onnx
 from expressnet.runtime import TorchClassifier, available_backends, load_classifier, predict_logits, softmax
 from expressnet.runtime.onnx import KEEP_FLOAT, OnnxClassifier, export_onnx, file_sha256, read_onnx_metadata
 
@@ -151,6 +151,18 @@ def test_int8_export_keeps_the_named_layers_float(tiny_checkpoint, tmp_path):
     assert weight_is_quantised("/model/global_branch/convs/convs.1/")
     with pytest.raises(ValueError, match="/model/nothing"):
         export_onnx(net, tmp_path / "x.onnx", int8=True, calibration=calibration, keep_float=("/model/nothing",))
+
+
+def test_shipped_models_own_float_layers_name_real_nodes(tmp_path):
+    import onnx
+
+    for name, prefixes in INT8_KEEP_FLOAT.items():
+        names = [n.name for n in onnx.load(str(export_onnx(load_model(name), tmp_path / f"{name}.onnx"))).graph.node]
+        for prefix in prefixes:  # an int8 export would raise on a prefix that names no node
+            assert any(n.startswith(prefix) for n in names), (name, prefix)
+    assert int8_keep_float("fer2013-fast") == INT8_KEEP_FLOAT["fer2013-fast"]
+    assert int8_keep_float(None) is None and int8_keep_float("fer2013") is None  # the default KEEP_FLOAT
+    assert int8_keep_float(load_model("fer2013-fast")) is None  # a module: no name to look up
 
 
 def test_bad_onnx_files_are_named(tmp_path):
