@@ -62,7 +62,7 @@ def shipped_name(name_or_path: str | Path | nn.Module | None) -> str | None:
 def shipped_onnx(name_or_path: str | Path | nn.Module | None, weights: str | None = None) -> Path | None:
     """The ONNX file that ships for a shipped model (``SHIPPED_ONNX``), if any; with ``weights`` ("float32" or
     "int8") only a file of that precision (``NAME.int8.onnx`` holds int8 weights, ``NAME.onnx`` float32)."""
-    name = shipped_name(name_or_path) if not isinstance(name_or_path, nn.Module) else None
+    name = shipped_name(name_or_path)  # None for a module or a path
     if name not in SHIPPED_ONNX:
         return None
     path = WEIGHTS_DIR / SHIPPED_ONNX[name]
@@ -74,8 +74,7 @@ def shipped_onnx(name_or_path: str | Path | nn.Module | None, weights: str | Non
 
 def int8_keep_float(name_or_path: str | Path | nn.Module | None) -> tuple[str, ...] | None:
     """The float layers of a shipped model's int8 export (``INT8_KEEP_FLOAT``), None for the default ones."""
-    name = shipped_name(name_or_path) if not isinstance(name_or_path, nn.Module) else None
-    return INT8_KEEP_FLOAT.get(name) if name else None
+    return INT8_KEEP_FLOAT.get(shipped_name(name_or_path))
 
 
 def resolve_model(name_or_path: str | Path | None = None) -> Path:
