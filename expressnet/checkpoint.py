@@ -108,6 +108,34 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return (dequantize(state) if meta.get("weights") == INT8 else state), meta
 
 
+def average_checkpoints(paths: list[str | Path]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The uniform weight average of checkpoints of one architecture (a model soup: Wortsman et al. 2022) and
+    the last one's metadata, without the fields that described its own weights (metrics, temperature,
+    calibration) and with the members recorded. Each file's own temperature is not applied: the soup averages the
+    trained weights, to be calibrated again (``expressnet pack``). BatchNorm statistics are averaged too; re-
+    estimate them on training images for a soup of models that drifted apart."""
+    if len(paths) < 2:
+        raise ValueError(f"a weight average needs two checkpoints or more, got {len(paths)}")
+    first, first_meta = load_checkpoint(paths[0])
+    total = {k: v.double() if v.is_floating_point() else v.clone() for k, v in first.items()}
+    meta = first_meta
+    for path in paths[1:]:
+        state, meta = load_checkpoint(path)
+        for field in ("model_config", "class_names", "preprocessing"):
+            if meta.get(field) != first_meta.get(field):
+                raise CheckpointError(f"{path}: its {field} differs from {paths[0]}'s; only one architecture averages")
+        if state.keys() != total.keys():
+            raise CheckpointError(f"{path}: its tensors are not those of {paths[0]}")
+        for key, value in state.items():
+            if value.is_floating_point():
+                total[key] += value.double()
+    average = {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in total.items()}
+    dropped = ("metrics", "temperature", "logit_bias", "calibration", "packed_from", "weights")
+    meta = {k: v for k, v in meta.items() if k not in dropped}
+    meta["soup"] = {"members": [str(p) for p in paths]}
+    return average, meta
+
+
 def fold_temperature(head: torch.nn.Linear, temperature: float) -> None:
     """Divide the logits of the final layer ``head`` by ``temperature`` by scaling its weight and bias in place."""
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
@@ -120,10 +148,23 @@ def fold_temperature(head: torch.nn.Linear, temperature: float) -> None:
             head.bias.div_(temperature)
 
 
+def add_logit_bias(head: torch.nn.Linear, bias: list[float]) -> None:
+    """Add one bias per class to the logits of the final layer ``head`` (in place; see BCTS in
+    :mod:`expressnet.evaluate.calibration`)."""
+    values = torch.as_tensor(bias, dtype=head.weight.dtype)
+    if values.shape != (head.out_features,) or not torch.isfinite(values).all():
+        raise ValueError(f"logit_bias must be {head.out_features} finite numbers, not {bias!r}")
+    with torch.no_grad():
+        if head.bias is None:
+            head.bias = torch.nn.Parameter(torch.zeros_like(values))
+        head.bias.add_(values)
+
+
 def build_model(path: str | Path, device: str | torch.device = "cpu") -> ExpressNetMoE:
     """Rebuild an ExpressNet-MoE from a checkpoint: returns the model in eval mode with ``.metadata``,
-    ``.class_names`` and ``.preprocessing`` attached. A ``temperature`` in the metadata (see ``expressnet pack``)
-    is folded into the classifier, so every consumer of the logits gets calibrated probabilities."""
+    ``.class_names`` and ``.preprocessing`` attached. A ``temperature`` and a ``logit_bias`` in the metadata (see
+    ``expressnet pack``) are folded into the classifier (``logits / temperature + logit_bias``), so every consumer
+    of the logits gets calibrated probabilities."""
     state, meta = load_checkpoint(path)
     try:
         cfg = ExpressNetConfig.from_dict(meta["model_config"])
@@ -133,6 +174,8 @@ def build_model(path: str | Path, device: str | torch.device = "cpu") -> Express
         raise CheckpointError(f"{path}: weights do not match the model described in its metadata ({exc})") from exc
     try:
         fold_temperature(model.head, meta.get("temperature", 1.0))
+        if meta.get("logit_bias") is not None:
+            add_logit_bias(model.head, meta["logit_bias"])
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     model.metadata = meta

@@ -5,7 +5,14 @@ import json
 import pytest
 import torch
 
-from expressnet.checkpoint import CheckpointError, build_model, load_checkpoint, read_metadata, save_checkpoint
+from expressnet.checkpoint import (
+    CheckpointError,
+    average_checkpoints,
+    build_model,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from expressnet.data import Preprocessing
 from expressnet.nn import create_model
 
@@ -107,3 +114,24 @@ def test_temperature_in_metadata_divides_the_logits(tmp_path):
         save_checkpoint(tmp_path / "bad.safetensors", state, {**meta, "temperature": bad})
         with pytest.raises(CheckpointError, match=r"bad\.safetensors: temperature must be a positive number"):
             build_model(tmp_path / "bad.safetensors")
+
+
+def test_average_of_checkpoints_is_the_mean_of_their_weights(tmp_path):
+    first = save_tiny(tmp_path / "a.safetensors")
+    state, meta = load_checkpoint(tmp_path / "a.safetensors")
+    shifted = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+    save_checkpoint(tmp_path / "b.safetensors", shifted, {**meta, "temperature": 0.5})
+    average, soup_meta = average_checkpoints([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    for key, value in first.state_dict().items():
+        expected = value + 0.5 if value.is_floating_point() else value
+        torch.testing.assert_close(average[key], expected)
+    assert "metrics" not in soup_meta and "temperature" not in soup_meta  # they described one member's weights
+    assert soup_meta["soup"]["members"] == [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
+    assert soup_meta["class_names"] == ["happy", "sad", "neutral"]
+
+    other = create_model("tiny", num_classes=3, fusion_dim=16)
+    save_checkpoint(tmp_path / "c.safetensors", other.state_dict(), {**meta, "model_config": other.config.to_dict()})
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: its model_config differs"):
+        average_checkpoints([tmp_path / "a.safetensors", tmp_path / "c.safetensors"])
+    with pytest.raises(ValueError, match="two checkpoints"):
+        average_checkpoints([tmp_path / "a.safetensors"])

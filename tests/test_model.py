@@ -6,7 +6,10 @@ import torch
 from expressnet.nn import ExpressNetConfig, create_model, eval_mode, get_config, list_presets
 from expressnet.nn.expressnet import ConvUnit
 from expressnet.nn.rewrite import (
+    PoolThenNormUnit,
     SpaceToDepthUnit,
+    norm_after_pool,
+    norm_after_pool_applies,
     space_to_depth_applies,
     space_to_depth_first_unit,
     space_to_depth_pays,
@@ -204,3 +207,54 @@ def test_space_to_depth_unit_matches_the_unit(cin, kernel, bias):
     x = torch.rand(2, cin, 32, 24)
     with torch.no_grad():
         assert (folded(x) - unit(x)).abs().max().item() < 1e-4
+
+
+def _trained_like(net: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """``net`` in eval mode with BatchNorm statistics and non-negative scales as training leaves them."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.0, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "compact", "compact-xs"])
+@pytest.mark.parametrize("first", ["plain", "space_to_depth"])
+def test_norm_after_pool_gives_the_same_outputs_to_the_bit(preset, first):
+    net = _trained_like(create_model(preset), seed=1)
+    if first == "space_to_depth":
+        net = space_to_depth_first_unit(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    moved = norm_after_pool(net)
+    units = [u for b in (moved.global_branch, moved.local_branch) for u in b.convs]
+    assert sum(isinstance(u, PoolThenNormUnit) for u in units) >= 2
+    if first == "space_to_depth":
+        assert moved.global_branch.convs[0].norm_last and not net.global_branch.convs[0].norm_last
+    x = torch.rand(5, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(moved(x), net(x))  # a max commutes with a non-decreasing map, float rounding too
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the model is left as it was
+    assert not any(isinstance(u, PoolThenNormUnit) for u in net.local_branch.convs)
+
+
+def test_norm_after_pool_leaves_a_unit_with_a_negative_scale():
+    net = _trained_like(create_model("tiny"), seed=2)
+    with torch.no_grad():
+        net.local_branch.convs[0][3].weight[1] = -0.3  # a decreasing channel: max and BatchNorm do not commute
+    moved = norm_after_pool(net)
+    assert isinstance(moved.local_branch.convs[0], ConvUnit)
+    assert isinstance(moved.global_branch.convs[0], PoolThenNormUnit)
+    x = torch.rand(4, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(moved(x), net(x))
+        for units in (net.global_branch.convs, net.local_branch.convs):
+            for unit in units:
+                if len(unit) == 5:
+                    unit[3].weight.neg_()
+    assert not norm_after_pool_applies(net)
+    with pytest.raises(ValueError, match="norm-after-pool"):
+        norm_after_pool(net)

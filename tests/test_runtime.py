@@ -99,16 +99,22 @@ def test_export_rewrites_the_first_unit_where_it_pays(tiny_checkpoint, tmp_path)
         export_onnx(net, tmp_path / "auto.onnx"),
         export_onnx(net, tmp_path / "plain.onnx", space_to_depth=False),
     )
-    assert read_onnx_metadata(auto)["rewrites"] == ["space_to_depth_global_0"]
-    assert read_onnx_metadata(plain)["rewrites"] == []
+    assert read_onnx_metadata(auto)["rewrites"] == ["space_to_depth_global_0", "norm_after_pool"]
+    assert read_onnx_metadata(plain)["rewrites"] == ["norm_after_pool"]
     assert isinstance(net.global_branch.convs[0], torch.nn.Sequential)  # the module itself is not rewritten
     x = crops(40, seed=5)
     ref = TorchClassifier(net).logits(x)
     for path in (auto, plain):
         assert np.abs(OnnxClassifier(path).logits(x) - ref).max() <= 1e-4, path.name
-    result = CliRunner().invoke(
-        app, ["export", str(tiny_checkpoint), "--no-space-to-depth", "-o", str(tmp_path / "c.onnx")]
-    )
+    args = [
+        "export",
+        str(tiny_checkpoint),
+        "--no-space-to-depth",
+        "--no-norm-after-pool",
+        "-o",
+        str(tmp_path / "c.onnx"),
+    ]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert read_onnx_metadata(tmp_path / "c.onnx")["rewrites"] == []
 
@@ -145,7 +151,7 @@ def test_int8_export_keeps_the_named_layers_float(tiny_checkpoint, tmp_path):
     assert weight_is_quantised("/model/fusion/fc")
     # the convolutions that read the image stay float, the global one too, though it reads the image through
     # the space-to-depth rewrite's Reshape/Transpose
-    assert read_onnx_metadata(target)["rewrites"] == ["space_to_depth_global_0"]
+    assert read_onnx_metadata(target)["rewrites"] == ["space_to_depth_global_0", "norm_after_pool"]
     assert not weight_is_quantised("/model/global_branch/convs/convs.0/")
     assert not weight_is_quantised("/model/local_branch/convs/convs.0/")
     assert weight_is_quantised("/model/global_branch/convs/convs.1/")

@@ -297,6 +297,33 @@ def test_ensemble_teacher_targets_average_each_teachers_softened_probabilities(t
 
 
 @pytest.mark.slow
+def test_teacher_logits_are_cached_per_teacher_and_images(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPRESSNET_CACHE", str(tmp_path / "cache"))
+    trained_cfg, _ = trained
+    out = Path(trained_cfg.out)
+    best, last = load_model(out / "best.safetensors"), load_model(out / "last.safetensors")
+    images = torch.randint(0, 256, (12, 1, 48, 48), dtype=torch.uint8)
+    first = loop.teacher_logits(best, images, trained_cfg)
+    torch.testing.assert_close(first, predict_logits(best, images, tta_flip=best.metadata["tta_flip"]))
+    assert len(list((tmp_path / "cache" / "teacher-logits").glob("*.safetensors"))) == 1
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the cached logits should have been used")
+
+    monkeypatch.setattr(loop, "predict_logits", not_again)
+    assert torch.equal(loop.teacher_logits(best, images, trained_cfg), first)
+    monkeypatch.undo()
+    monkeypatch.setenv("EXPRESSNET_CACHE", str(tmp_path / "cache"))
+    # another teacher file, other images, another precision: each its own entry, never the cached one
+    assert not torch.allclose(loop.teacher_logits(last, images, trained_cfg), first)
+    other = images.clone()
+    other[0, 0, 0, 0] ^= 1
+    loop.teacher_logits(best, other, trained_cfg)
+    loop.teacher_logits(best, images, replace(trained_cfg, precision="bf16"))
+    assert len(list((tmp_path / "cache" / "teacher-logits").glob("*.safetensors"))) == 4
+
+
+@pytest.mark.slow
 def test_distillation_run_records_the_teacher(trained, tmp_path):
     teacher = str(Path(trained[0].out) / "best.safetensors")
     cfg = tiny_config(trained[0].data, tmp_path / "student", epochs=1, max_steps_per_epoch=2, teacher=teacher)

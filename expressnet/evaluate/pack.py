@@ -1,5 +1,6 @@
-"""Package a trained checkpoint for shipping: int8 weights, a softmax temperature fitted on the validation split
-(never on test) and folded into the model, and the packed model's own metrics recorded in its metadata."""
+"""Package a trained checkpoint for shipping: int8 weights, a softmax temperature (optionally with per-class
+biases: BCTS) fitted on the validation split (never on test) and folded into the model, and the packed model's
+own metrics recorded in its metadata."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import INT8, fold_temperature, load_checkpoint, pack_checkpoint, save_checkpoint
+from ..checkpoint import INT8, add_logit_bias, fold_temperature, load_checkpoint, pack_checkpoint, save_checkpoint
 from ..data import Dataset, load_dataset, prepare_split
 from ..hub import load_model, resolve_model
 from ..runtime import predict_logits
-from .calibration import fit_temperature
+from .calibration import bias_gain, fit_bias_corrected_temperature, fit_temperature
 from .core import evaluate_prepared
 
 BRIEF = ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece", "nll")
@@ -24,6 +25,8 @@ class PackResult:
     path: Path
     temperature: float | None = None  # the model's temperature after packing, when calibrated
     calibrated_on: str | None = None
+    logit_bias: list[float] | None = None  # with class_bias: the model's per-class biases after packing
+    bias_gain: tuple[float, float] | None = None  # with class_bias: held-out accuracy gain on val (mean, sd)
     metrics: dict[str, dict] = field(default_factory=dict)  # role (val/test) -> brief metrics of the packed model
 
 
@@ -35,10 +38,15 @@ def pack_model(
     val_split: str = "val",
     test_split: str = "test",
     calibrate: bool = True,
+    class_bias: bool = False,
 ) -> PackResult:
     """Copy ``source`` (a checkpoint, run folder or shipped name) to ``target`` with ``weights`` storage; with
-    ``data``, fit a temperature on its ``val_split`` (if ``calibrate``) and record the packed model's metrics on
-    ``val_split`` and ``test_split`` in the metadata (``metrics.packed``). The source is never modified."""
+    ``data``, fit a temperature on its ``val_split`` (if ``calibrate``; with ``class_bias`` per-class biases too,
+    BCTS, which can change predictions: their held-out gain on ``val_split`` is measured and recorded) and record
+    the packed model's metrics on ``val_split`` and ``test_split`` in the metadata (``metrics.packed``). The
+    source is never modified."""
+    if class_bias and not (calibrate and data):
+        raise ValueError("class biases are fitted with the temperature: give data and keep calibrate on")
     out = pack_checkpoint(resolve_model(source), target, weights)
     result = PackResult(Path(out))
     if data is None:
@@ -54,12 +62,24 @@ def pack_model(
     if calibrate:
         val = prepared["val"]
         logits = predict_logits(net, val.images, tta_flip=tta)  # already divided by any earlier temperature
-        extra = fit_temperature(logits, val.labels)
+        calibration = {"method": "temperature", "data": dataset.name, "split": chosen["val"].name}
+        if class_bias:  # logits / extra + bias on top of an earlier (T, b): raw / (T * extra) + b / extra + bias
+            extra, bias = fit_bias_corrected_temperature(logits, val.labels)
+            result.bias_gain = bias_gain(logits, val.labels)
+            earlier = net.metadata.get("logit_bias") or [0.0] * len(bias)
+            result.logit_bias = [e / extra + b for e, b in zip(earlier, bias, strict=True)]
+            calibration |= {"method": "temperature+bias (BCTS)", "held_out_gain": list(result.bias_gain)}
+        else:
+            extra = fit_temperature(logits, val.labels)
+            result.logit_bias = net.metadata.get("logit_bias")
+            if result.logit_bias is not None:
+                result.logit_bias = [b / extra for b in result.logit_bias]
         fold_temperature(net.head, extra)
+        if class_bias:
+            add_logit_bias(net.head, bias)
         result.temperature = net.metadata.get("temperature", 1.0) * extra
         result.calibrated_on = chosen["val"].name
-        calibration = {"method": "temperature", "data": dataset.name, "split": chosen["val"].name}
-        fields = {"temperature": result.temperature, "calibration": calibration}
+        fields = {"temperature": result.temperature, "logit_bias": result.logit_bias, "calibration": calibration}
     for role, split in chosen.items():
         with torch.no_grad():
             m = evaluate_prepared(net, prepared[role], tta, routing=False)

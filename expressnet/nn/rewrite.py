@@ -7,6 +7,12 @@ phase and a max over the phases (the pool). In eval mode it equals the unit to f
 kernel is 2 * ((k // 2 + 1) // 2) + 1 square: 9x9 over 4 channels for a 17x17 one. ONNX Runtime on a CPU runs
 the shipped models' first unit faster that way (benchmarks/space_to_depth.py);
 :func:`expressnet.runtime.export_onnx` applies it where it pays (:func:`space_to_depth_pays`).
+
+:func:`norm_after_pool` moves each pooled unit's BatchNorm after its 2x2 max-pool, where no BatchNorm scale is
+negative: a per-channel non-decreasing map commutes with a max, and to the bit, since float rounding is
+monotone too. The BatchNorm then runs on a quarter of the values; ONNX Runtime cannot fuse a BatchNorm that
+follows a ReLU into the convolution, so it was a pass of its own over the full-resolution map
+(benchmarks/space_to_depth.py measures both rewrites). Every shipped model's units qualify.
 """
 
 from __future__ import annotations
@@ -48,13 +54,25 @@ class SpaceToDepthUnit(nn.Module):
         bias = conv.bias.detach() if conv.bias is not None else w.new_zeros(filters)
         self.register_buffer("bias", bias.repeat(4))
         self.half, self.filters = half, filters
+        self.norm_last = False  # BatchNorm after the max over phases (norm_after_pool): exact if it keeps order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         x = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, h // 2, w // 2)
         y = F.relu(F.conv2d(x, self.weight, self.bias, padding=self.half))
+        if self.norm_last:
+            return self.bn(y.reshape(n, 4, self.filters, h // 2, w // 2).amax(1))
         y = self.bn(y.reshape(n * 4, self.filters, h // 2, w // 2))
         return y.reshape(n, 4, self.filters, h // 2, w // 2).amax(1)
+
+
+class PoolThenNormUnit(nn.Sequential):
+    """A pooled :class:`ConvUnit` in the order conv -> ReLU -> Dropout -> MaxPool -> BatchNorm (the same function
+    in eval mode where no BatchNorm scale is negative: :func:`norm_after_pool`)."""
+
+    def __init__(self, unit: ConvUnit) -> None:
+        conv, relu, dropout, bn, pool = unit
+        super().__init__(conv, relu, dropout, pool, bn)
 
 
 def _first_unit(model: nn.Module) -> ConvUnit | None:
@@ -88,4 +106,45 @@ def space_to_depth_first_unit(model: ExpressNetMoE) -> ExpressNetMoE:
         raise ValueError("the space-to-depth rewrite needs a pooled first global unit, an odd kernel, an even input")
     out = copy.deepcopy(model).eval()
     out.global_branch.convs[0] = SpaceToDepthUnit(out.global_branch.convs[0]).eval()
+    return out
+
+
+def keeps_order(bn: nn.BatchNorm2d) -> bool:
+    """Whether eval-mode ``bn`` is non-decreasing in every channel (no negative scale), so it commutes with a max."""
+    return bn.weight is None or bool((bn.weight.detach() >= 0).all())
+
+
+def _norm_after_pool_units(model: nn.Module) -> list[tuple[nn.Sequential, int]]:
+    """(conv stack, index) of each pooled unit of ``model``'s branches whose BatchNorm can follow its pool."""
+    found = []
+    for name in ("global_branch", "local_branch"):
+        branch = getattr(model, name, None)
+        for i, unit in enumerate(branch.convs if branch is not None else ()):
+            pooled = isinstance(unit, ConvUnit) and len(unit) == 5
+            if (pooled and keeps_order(unit[3])) or (
+                isinstance(unit, SpaceToDepthUnit) and not unit.norm_last and keeps_order(unit.bn)
+            ):
+                found.append((branch.convs, i))
+    return found
+
+
+def norm_after_pool_applies(model: nn.Module) -> bool:
+    """Whether :func:`norm_after_pool` rewrites any unit of ``model``."""
+    return isinstance(model, ExpressNetMoE) and bool(_norm_after_pool_units(model))
+
+
+def norm_after_pool(model: ExpressNetMoE) -> ExpressNetMoE:
+    """An eval-mode copy of ``model`` with the BatchNorm of each pooled unit (the space-to-depth one too) after the
+    pool, where its scales are not negative; the outputs are equal to the bit (``model`` is left as it is)."""
+    if not norm_after_pool_applies(model):
+        raise ValueError(
+            "the norm-after-pool rewrite needs an ExpressNet-MoE with a pooled unit whose BatchNorm has no "
+            "negative scale"
+        )
+    out = copy.deepcopy(model).eval()
+    for convs, i in _norm_after_pool_units(out):
+        if isinstance(convs[i], SpaceToDepthUnit):
+            convs[i].norm_last = True
+        else:
+            convs[i] = PoolThenNormUnit(convs[i]).eval()
     return out

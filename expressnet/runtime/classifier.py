@@ -98,6 +98,7 @@ class Classifier(ABC):
             "preset": meta.get("preset"),
             "weights": meta.get("weights"),
             "temperature": meta.get("temperature", 1.0),
+            "logit_bias": meta.get("logit_bias"),
             "metrics": meta.get("metrics", {}).get("packed") or meta.get("metrics"),
         }
 

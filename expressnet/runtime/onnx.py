@@ -12,7 +12,6 @@ Needs the ``export`` extra (onnx, onnxruntime).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import tempfile
 import warnings
@@ -29,9 +28,9 @@ from ..data import load_dataset, prepare_split
 from ..data.prepare import Preprocessing
 from ..faces.model_files import cache_dir
 from ..hub import load_model, resolve_model, shipped_onnx
-from ..io import atomic_output
+from ..io import atomic_output, file_sha256
+from ..nn import rewrite
 from ..nn.modes import eval_mode
-from ..nn.rewrite import space_to_depth_first_unit, space_to_depth_pays
 from .batched import to_float
 from .classifier import Classifier, ModelSpec
 
@@ -56,14 +55,6 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def onnx_metadata(model: nn.Module, weights: str) -> dict[str, Any]:
     """What an ONNX file carries about the model it was exported from."""
     meta = model.metadata
@@ -76,6 +67,7 @@ def onnx_metadata(model: nn.Module, weights: str) -> dict[str, Any]:
         "tta_flip": bool(meta.get("tta_flip", False)),
         "temperature": meta.get("temperature", 1.0),
         "temperature_folded": True,
+        "logit_bias": meta.get("logit_bias"),  # folded too, where the checkpoint has one (BCTS)
         "weights": weights,
         "preset": meta.get("preset"),
         "source": str(source) if source else None,
@@ -110,13 +102,16 @@ def export_onnx(
     opset: int = OPSET,
     keep_float: tuple[str, ...] | None = None,
     space_to_depth: bool | None = None,
+    norm_after_pool: bool | None = None,
 ) -> Path:
     """Export ``model`` (from :func:`expressnet.load_model`) to ``target``; with ``int8``, quantise it statically
     on ``calibration`` (uint8 crops (N, C, S, S) from a training split). Nodes whose name starts with one of
     ``keep_float`` (e.g. ``"/model/head"``) stay float; ``None`` keeps :data:`KEEP_FLOAT` float where the graph
     has those nodes, ``()`` quantises every layer but those reading the image. ``space_to_depth`` exports the
-    first global unit through the exact rewrite of :mod:`expressnet.nn.rewrite` (``None``: where it pays). The
-    file appears whole or not at all; ``model`` keeps its mode (training or eval), dtype and device."""
+    first global unit through the exact rewrite of :mod:`expressnet.nn.rewrite` (``None``: where it pays);
+    ``norm_after_pool`` moves each pooled unit's BatchNorm after its pool, to the bit the same outputs (``None``:
+    where it applies). Either as ``True`` where it does not apply is a ValueError. The file appears whole or not
+    at all; ``model`` keeps its mode (training or eval), dtype and device."""
     onnx, _ = _require_onnx()
     if int8 and (calibration is None or len(calibration) == 0):
         raise ValueError("int8 export needs calibration images (uint8 crops from a training split)")
@@ -125,9 +120,13 @@ def export_onnx(
     param = next(model.parameters())
     if param.dtype != torch.float32 or param.device.type != "cpu":
         model = copy.deepcopy(model).float().cpu()  # the caller's module keeps its dtype and device
-    rewrite = space_to_depth_pays(model) if space_to_depth is None else space_to_depth
-    if rewrite:
-        model = space_to_depth_first_unit(model)  # a copy, the same function; ValueError where it does not apply
+    rewrites = []  # each a copy, the same function; ValueError where it does not apply
+    if rewrite.space_to_depth_pays(model) if space_to_depth is None else space_to_depth:
+        model = rewrite.space_to_depth_first_unit(model)
+        rewrites.append("space_to_depth_global_0")
+    if rewrite.norm_after_pool_applies(model) if norm_after_pool is None else norm_after_pool:
+        model = rewrite.norm_after_pool(model)
+        rewrites.append("norm_after_pool")
     dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
     with tempfile.TemporaryDirectory(prefix="expressnet-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
@@ -152,7 +151,7 @@ def export_onnx(
         meta = onnx_metadata(model, "int8-qdq-per-channel" if int8 else "float32")
         if int8:  # besides the convolutions that read the image
             meta["keep_float"] = list(float_prefixes)
-        meta["rewrites"] = ["space_to_depth_global_0"] if rewrite else []
+        meta["rewrites"] = rewrites
         _set_metadata(graph, meta)
         with atomic_output(target) as out:
             onnx.save(graph, str(out))

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -41,8 +43,9 @@ from ..data.ferplus import with_vote_targets
 from ..data.registry import resolve
 from ..evaluate.core import evaluate_prepared
 from ..evaluate.report import write_report
+from ..faces.model_files import cache_dir
 from ..hub import load_model, resolve_model
-from ..io import atomic_write
+from ..io import atomic_write, file_sha256
 from ..nn import ExpressNetConfig, ExpressNetMoE, create_model
 from ..nn.shrink import shrink_state
 from ..registry import Registry
@@ -322,7 +325,8 @@ def teacher_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepa
     ``softmax(teacher logits / distill_temperature)``, averaged over the teachers when ``cfg.teacher`` lists
     several (an ensemble). Each teacher sees the un-augmented training images, prepared with its own
     preprocessing when that differs from the student's, once, before the first epoch, with its own flip
-    averaging. Classes are matched by name; teacher classes the student lacks are left out of the softmax."""
+    averaging (logits cached: :func:`teacher_logits`). Classes are matched by name; teacher classes the student
+    lacks are left out of the softmax."""
     data = prepare_split(split, ctx.pre, ctx.progress)
     total = torch.zeros(len(data), len(data.class_names))
     for name in cfg.teachers:
@@ -334,11 +338,39 @@ def teacher_targets(cfg: TrainConfig, split: Split, ctx: TargetContext) -> Prepa
             if own.sources != data.sources:
                 raise DataError(f"{cfg.data}: some training images are readable at one input size but not the other")
             images = own.images
-        tta_flip = bool(teacher.metadata.get("tta_flip", False))
-        logits = predict_logits(teacher, images, cfg.eval_batch_size, tta_flip=tta_flip, precision=cfg.precision)
-        total += softened(logits, columns, cfg.distill_temperature)
+        total += softened(teacher_logits(teacher, images, cfg), columns, cfg.distill_temperature)
     probabilities = total / len(cfg.teachers)
     return blend_majority(replace(data, soft_labels=probabilities), cfg.soft_weight)
+
+
+def teacher_logits(teacher: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The teacher's logits for the un-augmented training images (flip averaging as its metadata says, in the
+    run's precision), cached under ``$EXPRESSNET_CACHE/teacher-logits`` (as the ONNX exports: beside the
+    detector cache), keyed by the teacher file's sha256, the images' bytes and everything else the logits depend
+    on, so later runs with the same teacher and images (another seed, schedule or student) skip that pass."""
+    tta_flip = bool(teacher.metadata.get("tta_flip", False))
+    key = {
+        "teacher": file_sha256(teacher.source),
+        "images": hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest(),
+        "shape": list(images.shape),
+        "tta_flip": tta_flip,
+        "precision": cfg.precision,
+        "batch_size": cfg.eval_batch_size,
+        "versions": [__version__, torch.__version__],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir().parent / "teacher-logits" / f"{digest}.safetensors"
+    if path.is_file():
+        try:
+            cached = load_file(str(path))["logits"]
+            if cached.shape[0] == len(images):
+                return cached
+        except (SafetensorError, OSError, KeyError):
+            pass  # unreadable or foreign: computed again and replaced
+    logits = predict_logits(teacher, images, cfg.eval_batch_size, tta_flip=tta_flip, precision=cfg.precision)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file({"logits": logits.float().contiguous()}, tmp))
+    return logits
 
 
 def teacher_columns(name: str, student: tuple[str, ...], teacher: tuple[str, ...]) -> list[int]:
