@@ -13,16 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import update_bn
 
 from expressnet.checkpoint import average_checkpoints, save_checkpoint
-from expressnet.data import load_dataset, prepare_split
 from expressnet.data.prepare import Preprocessing
 from expressnet.hub import resolve_model
 from expressnet.nn import ExpressNetConfig, ExpressNetMoE
 from expressnet.runtime import to_float
+from expressnet.runtime.onnx import calibration_images
 
 
 def main() -> None:
@@ -38,14 +37,11 @@ def main() -> None:
     paths = [resolve_model(m) for m in args.members]
     if args.out.resolve() in {p.resolve() for p in paths}:
         parser.error(f"{args.out}: would overwrite a member")
-    if not args.split.lower().startswith("train"):
-        parser.error(f"--split {args.split!r}: BatchNorm statistics come from a training split only")
     state, meta = average_checkpoints(paths)
     model = ExpressNetMoE(ExpressNetConfig.from_dict(meta["model_config"]))
     model.load_state_dict(state, strict=True)
-    source = load_dataset(args.data).split(args.split)
-    picked = np.sort(np.random.default_rng(0).choice(len(source), min(args.images, len(source)), replace=False))
-    images = prepare_split(source.subset(picked), Preprocessing.from_dict(meta["preprocessing"])).images
+    pre = Preprocessing.from_dict(meta["preprocessing"])
+    images = torch.from_numpy(calibration_images(pre, args.data, args.split, args.images))  # seeded, training only
     batches = [to_float(images[i : i + 256]) for i in range(0, len(images), 256)]
     with torch.no_grad():
         update_bn(batches, model)  # resets the running statistics, then averages them over these images

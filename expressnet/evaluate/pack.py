@@ -63,20 +63,18 @@ def pack_model(
         val = prepared["val"]
         logits = predict_logits(net, val.images, tta_flip=tta)  # already divided by any earlier temperature
         calibration = {"method": "temperature", "data": dataset.name, "split": chosen["val"].name}
-        if class_bias:  # logits / extra + bias on top of an earlier (T, b): raw / (T * extra) + b / extra + bias
+        bias = [0.0] * len(net.class_names)
+        if class_bias:
             extra, bias = fit_bias_corrected_temperature(logits, val.labels)
             result.bias_gain = bias_gain(logits, val.labels)
-            earlier = net.metadata.get("logit_bias") or [0.0] * len(bias)
-            result.logit_bias = [e / extra + b for e, b in zip(earlier, bias, strict=True)]
             calibration |= {"method": "temperature+bias (BCTS)", "held_out_gain": list(result.bias_gain)}
         else:
             extra = fit_temperature(logits, val.labels)
-            result.logit_bias = net.metadata.get("logit_bias")
-            if result.logit_bias is not None:
-                result.logit_bias = [b / extra for b in result.logit_bias]
         fold_temperature(net.head, extra)
-        if class_bias:
-            add_logit_bias(net.head, bias)
+        add_logit_bias(net.head, bias)
+        earlier = net.metadata.get("logit_bias")  # logits / extra + bias on top of (T, b): b / extra + bias
+        if class_bias or earlier is not None:
+            result.logit_bias = [e / extra + b for e, b in zip(earlier or [0.0] * len(bias), bias, strict=True)]
         result.temperature = net.metadata.get("temperature", 1.0) * extra
         result.calibrated_on = chosen["val"].name
         fields = {"temperature": result.temperature, "logit_bias": result.logit_bias, "calibration": calibration}
