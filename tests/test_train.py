@@ -586,6 +586,35 @@ def test_init_from_matches_classifier_rows_by_class_name(tmp_path):
         loop.init_from_checkpoint(create_model("compact-s"), str(tmp_path / "src.safetensors"), ("angry",))
 
 
+def test_init_grow_adds_identity_blocks_that_keep_the_function(trained, tmp_path):
+    source = str(Path(trained[0].out) / "best.safetensors")
+    deeper = {"backbone": {"layers": [1, 2]}}  # tiny has one block per stage
+    cfg = replace(tiny_config(trained[0].data, tmp_path / "g"), model=deeper, init_from=source)
+    classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    with pytest.raises(ValueError, match="do not fit"):
+        loop.new_model(cfg, classes, lambda *a: None)
+    said = []
+    grown = loop.new_model(replace(cfg, init_grow=True), classes, said.append).eval()
+    original = load_model(source).eval()
+    x = torch.rand(4, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(grown(x), original(x), atol=1e-6)
+        assert grown.backbone.layer2[1].bn2.weight.abs().sum() == 0  # the new block starts as the identity
+    assert "1 new identity blocks (backbone.layer2.1)" in said[0]
+    grown.train()  # and it learns: its last BatchNorm scale gets a gradient
+    loss = grown(x).logsumexp(1).sum()
+    loss.backward()
+    assert grown.backbone.layer2[1].bn2.weight.grad.abs().sum() > 0
+    # a new stage needs a projection shortcut: not an identity
+    wider = {"backbone": {"layers": [1, 1, 1], "widths": [8, 16, 16]}}  # same features out, a strided stage
+    with pytest.raises(ValueError, match=r"cannot grow backbone\.layer3\.0"):
+        loop.new_model(replace(cfg, model=wider, init_grow=True), classes, lambda *a: None)
+    with pytest.raises(ValueError, match="exclude each other"):
+        replace(cfg, init_grow=True, init_shrink=True)
+    with pytest.raises(ValueError, match="need init_from"):
+        replace(cfg, init_from=None, init_grow=True)
+
+
 def test_init_shrink_starts_a_smaller_student_from_a_trained_model(trained, tmp_path):
     source = str(Path(trained[0].out) / "best.safetensors")
     smaller = {"global_dim": 16, "fusion_dim": 16, "backbone": {"widths": [4, 12], "stem_width": 4}}

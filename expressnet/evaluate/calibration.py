@@ -50,7 +50,7 @@ def fit_bias_corrected_temperature(logits: torch.Tensor, labels: torch.Tensor) -
         p = torch.tensor(params, dtype=torch.float64, requires_grad=True)
         loss = F.cross_entropy(logits / torch.exp(p[0]) + p[1:], labels)
         loss.backward()
-        return float(loss), p.grad.numpy().copy()
+        return float(loss.detach()), p.grad.numpy().copy()
 
     start = np.zeros(k + 1)
     start[0] = math.log(fit_temperature(logits, labels))

@@ -144,6 +144,24 @@ class ResNet(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
+def residual_blocks(backbone: ResNet) -> dict[str, BasicBlock | Bottleneck]:
+    """The backbone's blocks by state-dict prefix (``"layer4.1"``), in order."""
+    return {name: m for name, m in backbone.named_modules() if isinstance(m, (BasicBlock, Bottleneck))}
+
+
+def make_identity(block: BasicBlock | Bottleneck) -> None:
+    """Zero the block's last BatchNorm, so that it returns ``relu(x)``, which is ``x`` on the non-negative inputs
+    every block gets (the stem and each block end in a ReLU): a block added to a trained backbone this way
+    leaves its function unchanged and then learns a residual (Goyal et al. 2017's zero-init residual, used to
+    deepen a trained network as Net2DeeperNet does). ``ValueError`` for a block with a projection shortcut."""
+    if block.downsample is not None:
+        raise ValueError("a block with a projection shortcut cannot start as the identity")
+    last = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+
+
 def load_backbone_weights(backbone: ResNet, source: str | Path | Mapping[str, torch.Tensor]) -> None:
     """Load torchvision-style ResNet weights strictly, ignoring ``fc.*`` (and a ``backbone.`` prefix).
 

@@ -5,14 +5,14 @@ the image -> ReLU -> Dropout -> BatchNorm -> 2x2 max-pool) on the 2x2 space-to-d
 4x the channels at half the resolution, producing the four output phases of each filter, then BatchNorm per
 phase and a max over the phases (the pool). In eval mode it equals the unit to float rounding. The folded
 kernel is 2 * ((k // 2 + 1) // 2) + 1 square: 9x9 over 4 channels for a 17x17 one. ONNX Runtime on a CPU runs
-the shipped models' first unit faster that way (benchmarks/space_to_depth.py);
+the shipped models' first unit faster that way (benchmarks/rewrites.py);
 :func:`expressnet.runtime.export_onnx` applies it where it pays (:func:`space_to_depth_pays`).
 
 :func:`norm_after_pool` moves each pooled unit's BatchNorm after its 2x2 max-pool, where no BatchNorm scale is
 negative: a per-channel non-decreasing map commutes with a max, and to the bit, since float rounding is
 monotone too. The BatchNorm then runs on a quarter of the values; ONNX Runtime cannot fuse a BatchNorm that
 follows a ReLU into the convolution, so it was a pass of its own over the full-resolution map
-(benchmarks/space_to_depth.py measures both rewrites). Every shipped model's units qualify.
+(benchmarks/rewrites.py measures both rewrites). Every shipped model's units qualify.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from torch import nn
 
 from .expressnet import ConvUnit, ExpressNetMoE
 
-# First global kernels from which the rewrite is applied by default. python benchmarks/space_to_depth.py (batch
-# 128, 2 threads, ONNX Runtime, alternating rounds), two runs (reports/space_to_depth.txt), and two runs of the
-# same comparison before it was a script: kernel 17 (fer2013 int8) 1.04x, 1.05x, 1.10x, 1.10x; kernel 9
-# (compact-xs fp32) 1.13x, 1.11x, 1.08x, 1.11x; kernel 5 (fer2013-fast fp32) 1.01x, 0.98x, 0.96x, 1.03x.
+# First global kernels from which the rewrite is applied by default. python benchmarks/rewrites.py (batch 128,
+# 2 threads, ONNX Runtime, alternating rounds), three runs (reports/rewrites.txt), and two runs of the same
+# comparison before it was a script: kernel 17 (fer2013 int8) 1.04x, 1.05x, 1.08x, 1.10x, 1.10x; kernel 9
+# (compact-xs fp32) 1.13x, 1.11x, 1.15x, 1.08x, 1.11x; kernel 5 (fer2013-fast fp32) 1.01x, 0.98x, 1.06x, 0.96x,
+# 1.03x.
 MIN_KERNEL = 9
 
 

@@ -28,6 +28,8 @@ class TrainConfig:
     backbone_weights: str | None = None  # torchvision-style ResNet weights (.safetensors or weights-only .pth)
     init_from: str | None = None  # start from an ExpressNet checkpoint (path or shipped name); classes by name
     init_shrink: bool = False  # init_from a larger model of the same topology: keep its most important channels
+    # init_from a model with fewer backbone blocks: the blocks it lacks start as the identity (same function)
+    init_grow: bool = False
     # data
     data: str = "fer2013"  # path or known name
     data_kind: str = "auto"
@@ -102,6 +104,10 @@ class TrainConfig:
             raise ValueError(f"distill must be {' or '.join(DISTILL)}, not {self.distill!r}")
         if self.distill == "online" and self.teacher is None:
             raise ValueError("distill=online needs a teacher")
+        if (self.init_shrink or self.init_grow) and not self.init_from:
+            raise ValueError("init_shrink and init_grow need init_from (the checkpoint to start from)")
+        if self.init_shrink and self.init_grow:
+            raise ValueError("init_shrink and init_grow exclude each other: a model is shrunk or grown, not both")
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be positive, not {self.distill_temperature}")
 

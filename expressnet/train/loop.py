@@ -47,6 +47,7 @@ from ..faces.model_files import cache_dir
 from ..hub import load_model, resolve_model
 from ..io import atomic_write, file_sha256
 from ..nn import ExpressNetConfig, ExpressNetMoE, create_model
+from ..nn.resnet import make_identity, residual_blocks
 from ..nn.shrink import shrink_state
 from ..registry import Registry
 from ..runtime.batched import autocast, predict_logits, to_float
@@ -449,33 +450,49 @@ def same_input(a: Preprocessing, b: Preprocessing) -> bool:
 def new_model(cfg: TrainConfig, class_names: tuple[str, ...], say: Callable[..., None]) -> ExpressNetMoE:
     model = create_model(cfg.preset, num_classes=len(class_names), backbone_weights=cfg.backbone_weights, **cfg.model)
     if cfg.init_from:
-        say(f"[bold]init[/] {init_from_checkpoint(model, cfg.init_from, class_names, shrink=cfg.init_shrink)}")
+        described = init_from_checkpoint(model, cfg.init_from, class_names, shrink=cfg.init_shrink, grow=cfg.init_grow)
+        say(f"[bold]init[/] {described}")
     return model
 
 
-def init_from_checkpoint(model: ExpressNetMoE, source: str, class_names: tuple[str, ...], shrink: bool = False) -> str:
+def init_from_checkpoint(
+    model: ExpressNetMoE, source: str, class_names: tuple[str, ...], shrink: bool = False, grow: bool = False
+) -> str:
     """Copy a checkpoint's weights into ``model``; classifier rows are matched by canonical class name
     (classes the checkpoint lacks keep their fresh initialisation). With ``shrink``, the checkpoint may be a larger
     model of the same topology: its most important channels and first blocks are kept (:func:`shrink_state`).
-    Returns a one-line description."""
+    With ``grow``, it may lack whole backbone blocks (identity shortcuts) that ``model`` has: those start as the
+    identity (:func:`make_identity`), so the model computes what the checkpoint did. Returns a one-line
+    description."""
     path = resolve_model(source)
     state, meta = load_checkpoint(path)
     if shrink:
         state = shrink_state(state, ExpressNetConfig.from_dict(meta["model_config"], str(path)), model.config)
+    added = {}
+    if grow:
+        blocks = {f"backbone.{name}.": block for name, block in residual_blocks(model.backbone).items()}
+        added = {prefix: block for prefix, block in blocks.items() if not any(k.startswith(prefix) for k in state)}
     own = model.state_dict()
     head = {k for k in state if k.startswith("head.")}
     body = {k: v for k, v in state.items() if k not in head}
-    mismatched = [k for k, v in body.items() if k not in own or own[k].shape != v.shape] + sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(tuple(added)))
+    mismatched = [k for k, v in body.items() if k not in own or own[k].shape != v.shape] + missing
     if mismatched:
         raise ValueError(f"{path}: weights do not fit this model's architecture (first mismatch: {mismatched[0]})")
     model.load_state_dict({**own, **body})
+    for prefix, block in added.items():
+        try:
+            make_identity(block)
+        except ValueError as exc:
+            raise ValueError(f"{path}: cannot grow {prefix.rstrip('.')}: {exc}") from exc
     rows = [(i, j) for i, j in enumerate(match_classes(class_names, meta["class_names"])) if j is not None]
     with torch.no_grad():
         for i, j in rows:
             model.head.weight[i] = state["head.weight"][j]
             model.head.bias[i] = state["head.bias"][j]
     how = "shrunk weights" if shrink else "weights"
-    return f"{how} from {path}; classifier rows for {len(rows)}/{len(class_names)} classes matched by name"
+    grown = f" and {len(added)} new identity blocks ({', '.join(p.rstrip('.') for p in added)})" if added else ""
+    return f"{how} from {path}{grown}; classifier rows for {len(rows)}/{len(class_names)} classes matched by name"
 
 
 @dataclass
