@@ -8,7 +8,7 @@ shipped model, in alternating rounds with ``fer`` (batch 64):
 
 - ``shipped``: the shipped ONNX file, as the Recognizer runs it;
 - ``parallel-*``: the same file with ONNX Runtime's parallel executor (the three branches are independent);
-- ``fp32``: the float export;
+- ``fp32``: the float export (every export here has the default rewrites: norm-after-pool, see benchmarks/rewrites.py);
 - ``int8-all``: every layer quantised (calibrated on FER-2013 Training images);
 - ``int8-g01``: only the global branch's first two units float;
 - ``s2d``: the float export with the first global unit (conv, ReLU, BatchNorm, 2x2 max-pool) rewritten exactly on
@@ -34,7 +34,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from peers import FerAdapter
 from timing import alternating_rates
@@ -44,7 +43,7 @@ from expressnet.hub import load_model, shipped_onnx
 from expressnet.nn import create_model
 from expressnet.nn.rewrite import space_to_depth_first_unit
 from expressnet.runtime import to_float
-from expressnet.runtime.onnx import DISABLED_OPTIMIZERS, INPUT, calibration_images, export_onnx
+from expressnet.runtime.onnx import INPUT, calibration_images, cpu_session, export_onnx
 
 # Untrained students: global-branch (filters, kernel) per unit, against compact-xs's (4, 9), (8, 7), (16, 5), (32, 3).
 STUDENTS = {
@@ -62,14 +61,7 @@ def student(like: nn.Module, global_convs: tuple[tuple[int, int], ...] | None) -
 
 
 def session_runner(path: Path, x: np.ndarray, threads: int, parallel: int = 0):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1 if parallel else threads
-    if parallel:
-        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-        options.inter_op_num_threads = parallel
-    session = ort.InferenceSession(
-        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
-    )
+    session = cpu_session(path, threads, parallel)
     feed = {INPUT: x.astype(np.float32) / np.float32(255.0)}
     return lambda: session.run(None, feed)
 

@@ -266,6 +266,27 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 DISABLED_OPTIMIZERS = ["QDQPropagationTransformer"]
 
 
+def cpu_session(path: str | Path, threads: int | None = None, parallel: int = 0):
+    """An ONNX Runtime CPU session for ``path`` with every graph optimisation but :data:`DISABLED_OPTIMIZERS`, on
+    ``threads`` intra-op threads (None: ONNX Runtime's choice); ``parallel`` > 0 runs independent nodes on that
+    many threads of the parallel executor instead, one intra-op thread each (benchmarks/fast_variants.py
+    measures it). ``CheckpointError`` naming the file when ONNX Runtime cannot load it."""
+    _, ort = _require_onnx()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if parallel:
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, parallel
+    elif threads:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    try:
+        return ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+
+
 class OnnxClassifier(Classifier):
     """An ``.onnx`` file from ``expressnet export`` run by ONNX Runtime (CPU). Safe to call from several threads."""
 
@@ -274,19 +295,8 @@ class OnnxClassifier(Classifier):
     def __init__(
         self, path: str | Path, *, tta_flip: bool | None = None, batch_size: int = 64, threads: int | None = None
     ) -> None:
-        _, ort = _require_onnx()
         meta = read_onnx_metadata(path)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+        self.session = cpu_session(path, threads)
         super().__init__(
             tuple(meta["class_names"]),
             Preprocessing.from_dict(meta["preprocessing"]),
