@@ -14,9 +14,10 @@
 # `pip install -c constraints.txt -e ".[train]"` (that needs a package index; torch itself is never reinstalled
 # when present). Nothing reads ../shared: the packed folder is the whole dataset.
 # Environment: PYTHON, CARRY (default .carry), RUNS (default runs), OUT (reports go to $OUT/paper-<data>, default
-# reports/paper-<data>), CONFIG_SUFFIX (e.g. -cpu-proof for configs/paper-rafdb-cpu-proof.yaml), EXTRA (more
+# reports/paper-<data>), CONFIG_SUFFIX (e.g. -cpu-proof for configs/paper-rafdb-cpu-proof.yaml), CONFIG (another
+# config on the same packed data, e.g. configs/fer2013-fast-k5-patient.yaml; runs and reports are named after it), EXTRA (more
 # `--set key=value` for train, e.g. EXTRA="--set precision=bf16").
-# Writes per dataset: $RUNS/paper-<data>/ (checkpoints, log, curves, test/), and under the report folder train/
+# Writes per dataset: $RUNS/<config name>/ (checkpoints, log, curves, test/), and under the report folder train/
 # (config, log, history, curves, best.json) and the `expressnet evaluate --report-dir` reports of the test split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,9 +49,10 @@ for data in "$@"; do
   esac
   pack="$CARRY/$data"
   [ -d "$pack" ] || { echo "$pack: no packed images (run scripts/pack_training_images.py --data $data --out $pack)" >&2; exit 2; }
-  config="configs/paper-$data${CONFIG_SUFFIX:-}.yaml"
-  run="$RUNS/paper-$data${CONFIG_SUFFIX:-}"
-  reports="${OUT:-reports}/paper-$data${CONFIG_SUFFIX:-}"
+  config="${CONFIG:-configs/paper-$data${CONFIG_SUFFIX:-}.yaml}"
+  name="$(basename "$config" .yaml)"
+  run="$RUNS/$name"
+  reports="${OUT:-reports}/$name"
   mkdir -p "$reports/train"
   # shellcheck disable=SC2086
   "$PY" -m expressnet train --config "$config" --set "data=$pack" --set "out=$run" ${EXTRA:-} 2>&1 | tee "$reports/train/stdout.txt"
