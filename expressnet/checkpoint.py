@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .data.prepare import Preprocessing
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write, atomic_write_text, refuse_existing
 from .nn import ExpressNetConfig, ExpressNetMoE
 
 FORMAT = "expressnet-checkpoint/1"
@@ -185,14 +185,18 @@ def build_model(path: str | Path, device: str | torch.device = "cpu") -> Express
     return model.to(device).eval()
 
 
-def pack_checkpoint(source: str | Path, target: str | Path, weights: str = INT8, **extra: Any) -> Path:
+def pack_checkpoint(
+    source: str | Path, target: str | Path, weights: str = INT8, overwrite: bool = False, **extra: Any
+) -> Path:
     """Write a copy of a checkpoint for shipping (``weights``: "int8-per-channel" or "float32") with
-    ``extra`` metadata merged in. The source is never modified."""
+    ``extra`` metadata merged in. The source is never modified; a ``target`` (or its .json sidecar) that exists
+    is :class:`~expressnet.io.OutputExists` unless ``overwrite``."""
     if weights not in (INT8, "float32"):
         raise ValueError(f"weights must be {INT8!r} or 'float32', not {weights!r}")
     source, target = Path(source), Path(target)
     if source.resolve() == target.resolve():
         raise ValueError(f"{target}: would overwrite its source checkpoint")
+    refuse_existing(target, target.with_suffix(".json"), overwrite=overwrite)
     state, meta = load_checkpoint(source)
     meta = {**meta, **extra, "weights": weights, "packed_from": str(source)}
     return save_checkpoint(target, state, meta)

@@ -419,6 +419,7 @@ def pack(
             "temperature they can change predictions, so their gain on held-out halves of val is printed."
         ),
     ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a TARGET that exists (default: refuse).")] = False,
 ) -> None:
     """Package a trained checkpoint for shipping; with --data, calibrate it on val and record its own metrics."""
     from .checkpoint import CheckpointError
@@ -428,7 +429,7 @@ def pack(
         from .evaluate.pack import pack_model
 
     try:
-        result = pack_model(source, target, weights, data, val_split, test_split, calibrate, class_bias)
+        result = pack_model(source, target, weights, data, val_split, test_split, calibrate, class_bias, overwrite)
     except (CheckpointError, DataError, ValueError) as exc:
         _fail(str(exc))
     if result.temperature is not None:
@@ -485,6 +486,7 @@ def export(
         ),
     ] = None,
     check: Annotated[bool, typer.Option(help="Compare the export with torch on random crops.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace an output file that exists (default: refuse).")] = False,
 ) -> None:
     """Export a model to ONNX (dynamic batch; classes, preprocessing, tta_flip and source checksum in its
     metadata; temperature already folded). Run it with `--backend onnx` or `evaluate --model FILE.onnx`."""
@@ -493,6 +495,7 @@ def export(
     from .checkpoint import CheckpointError
     from .data import DataError
     from .hub import int8_keep_float, load_model
+    from .io import refuse_existing
     from .runtime import TorchClassifier
     from .runtime.onnx import OnnxClassifier, export_onnx
     from .runtime.onnx import calibration_images as sample_training_images
@@ -504,6 +507,7 @@ def export(
         target = Path(out or f"{Path(model).stem if Path(model).exists() else model}{'.int8' if int8 else ''}.onnx")
         if target.exists() and target.resolve() == Path(net.source).resolve():
             _fail(f"{target}: would overwrite the source model")
+        refuse_existing(target, overwrite=overwrite)  # before sampling calibration images
         calibration = None
         if int8:
             source = data or net.metadata.get("data", {}).get("name")
@@ -519,6 +523,7 @@ def export(
             keep_float=keep,
             space_to_depth=space_to_depth,
             norm_after_pool=norm_after_pool,
+            overwrite=overwrite,
         )
     except (CheckpointError, DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

@@ -25,8 +25,8 @@ SHIPPED = {
     "fer2013-rafdb": "fer2013-rafdb.safetensors",
     "fer2013-fast": "fer2013-fast.safetensors",
 }
-# The ONNX files that ship (expressnet export NAME [--int8] -o expressnet/weights/FILE). fer2013-fast ships float32:
-# its int8 export ran no faster (6,936 against 7,008 faces/s at batch 64, one run, 2 threads; its first
+# The ONNX files that ship (expressnet export NAME [--int8] -o expressnet/weights/FILE --overwrite). fer2013-fast
+# ships float32: its int8 export ran no faster (6,936 against 7,008 faces/s at batch 64, one run, 2 threads; its first
 # convolutions stay float either way) and agreed less with torch (98.22 % of PublicTest with every layer quantised).
 SHIPPED_ONNX = {"fer2013": "fer2013.int8.onnx", "fer2013-fast": "fer2013-fast.onnx"}
 # The layers an int8 export of a shipped model keeps float when none are named (the others:

@@ -10,6 +10,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+class OutputExists(ValueError):
+    """An output exists and the caller did not ask to replace it."""
+
+
+def refuse_existing(*paths: str | Path, overwrite: bool = False) -> None:
+    """:class:`OutputExists` naming the first of ``paths`` that exists, unless ``overwrite``: commands that write
+    a file the user names refuse to replace one they had (``--overwrite`` replaces it)."""
+    for path in paths:
+        if not overwrite and Path(path).exists():
+            raise OutputExists(f"{path} exists; add --overwrite to replace it (or choose another path)")
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -98,6 +98,15 @@ def test_int8_packing_is_small_close_and_stable(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="overwrite its source"):
         pack_checkpoint(packed, packed)
+    before = packed.read_bytes(), packed.with_suffix(".json").read_bytes()
+    with pytest.raises(ValueError, match=r"packed.safetensors exists; add --overwrite"):
+        pack_checkpoint(src, packed, "float32")  # a file the user had is never replaced silently
+    assert (packed.read_bytes(), packed.with_suffix(".json").read_bytes()) == before
+    sidecar_only = tmp_path / "other.safetensors"
+    sidecar_only.with_suffix(".json").write_text("{}")
+    with pytest.raises(ValueError, match=r"other.json exists"):
+        pack_checkpoint(src, sidecar_only)
+    assert build_model(pack_checkpoint(src, packed, "float32", overwrite=True)).metadata["weights"] == "float32"
 
 
 def test_temperature_in_metadata_divides_the_logits(tmp_path):

@@ -294,6 +294,22 @@ def test_export_and_evaluate_commands(tiny_checkpoint, tmp_path):
     assert result.exit_code == 2 and "no-such-model" in result.output
 
 
+def test_export_refuses_to_replace_a_file_unless_told(tiny_checkpoint, tmp_path):
+    runner = CliRunner()
+    target = tmp_path / "mine.onnx"
+    target.write_bytes(b"the user's own file")
+    args = ["export", str(tiny_checkpoint), "--no-check", "-o", str(target)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and f"{target} exists; add --overwrite" in result.output
+    assert target.read_bytes() == b"the user's own file"
+    with pytest.raises(ValueError, match="exists; add --overwrite"):
+        export_onnx(load_model(tiny_checkpoint), target)
+    assert target.read_bytes() == b"the user's own file"
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert read_onnx_metadata(target)["class_names"] == list(FER2013_CLASSES)
+
+
 def test_presets_and_model_summary_commands():
     runner = CliRunner()
     result = runner.invoke(app, ["presets"])
@@ -308,7 +324,8 @@ def test_presets_and_model_summary_commands():
 
 def test_shipped_onnx_files_come_from_the_shipped_weights():
     """Each shipped ONNX file names the sha256 of the safetensors file it was exported from: re-export it
-    (`expressnet export NAME [--int8] -o expressnet/weights/FILE`, hub.SHIPPED_ONNX) whenever the weights change."""
+    (`expressnet export NAME [--int8] -o expressnet/weights/FILE --overwrite`, hub.SHIPPED_ONNX) whenever the
+    weights change."""
     for name, path in shipped_models().items():
         onnx_file = shipped_onnx(name)
         if onnx_file is None:

@@ -39,15 +39,16 @@ def pack_model(
     test_split: str = "test",
     calibrate: bool = True,
     class_bias: bool = False,
+    overwrite: bool = False,
 ) -> PackResult:
     """Copy ``source`` (a checkpoint, run folder or shipped name) to ``target`` with ``weights`` storage; with
     ``data``, fit a temperature on its ``val_split`` (if ``calibrate``; with ``class_bias`` per-class biases too,
     BCTS, which can change predictions: their held-out gain on ``val_split`` is measured and recorded) and record
     the packed model's metrics on ``val_split`` and ``test_split`` in the metadata (``metrics.packed``). The
-    source is never modified."""
+    source is never modified; a ``target`` that exists is refused unless ``overwrite``."""
     if class_bias and not (calibrate and data):
         raise ValueError("class biases are fitted with the temperature: give data and keep calibrate on")
-    out = pack_checkpoint(resolve_model(source), target, weights)
+    out = pack_checkpoint(resolve_model(source), target, weights, overwrite)
     result = PackResult(Path(out))
     if data is None:
         return result

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..io import atomic_output, atomic_write_text
+from ..io import OutputExists, atomic_output, atomic_write_text, refuse_existing
 from .recognizer import Face
 from .sources import real_path
 
@@ -142,10 +142,6 @@ class Record:
     commit: dict[str, Any] | None = None
 
 
-class OutputExists(ValueError):
-    """An output exists and the run was not asked to resume or overwrite it."""
-
-
 def journal_path(targets: Sequence[Path]) -> Path:
     """The progress journal of a run: beside its first output, named after it (``rows.jsonl.progress``)."""
     first = targets[0]
@@ -242,7 +238,7 @@ class RowSink:
         elif existing and not self.overwrite:
             if self.journal.exists():
                 raise OutputExists(f"{existing[0]}: an interrupted run left it; add --resume to continue it")
-            raise OutputExists(f"{existing[0]} exists; add --overwrite to replace it (or choose another path)")
+            refuse_existing(*existing)
         if state is None:  # the journal exists before the outputs do: outputs without one are complete
             self.write_journal(None, None, dict.fromkeys(self.paths, 0))
         self.open_files(state)

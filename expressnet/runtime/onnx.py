@@ -28,7 +28,7 @@ from ..data import load_dataset, prepare_split
 from ..data.prepare import Preprocessing
 from ..faces.model_files import cache_dir
 from ..hub import load_model, resolve_model, shipped_onnx
-from ..io import atomic_output, file_sha256
+from ..io import atomic_output, file_sha256, refuse_existing
 from ..nn import rewrite
 from ..nn.modes import eval_mode
 from .batched import to_float
@@ -103,6 +103,7 @@ def export_onnx(
     keep_float: tuple[str, ...] | None = None,
     space_to_depth: bool | None = None,
     norm_after_pool: bool | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Export ``model`` (from :func:`expressnet.load_model`) to ``target``; with ``int8``, quantise it statically
     on ``calibration`` (uint8 crops (N, C, S, S) from a training split). Nodes whose name starts with one of
@@ -111,7 +112,9 @@ def export_onnx(
     first global unit through the exact rewrite of :mod:`expressnet.nn.rewrite` (``None``: where it pays);
     ``norm_after_pool`` moves each pooled unit's BatchNorm after its pool, to the bit the same outputs (``None``:
     where it applies). Either as ``True`` where it does not apply is a ValueError. The file appears whole or not
-    at all; ``model`` keeps its mode (training or eval), dtype and device."""
+    at all (a ``target`` that exists is refused first unless ``overwrite``, :class:`~expressnet.io.OutputExists`);
+    ``model`` keeps its mode (training or eval), dtype and device."""
+    refuse_existing(target, overwrite=overwrite)
     onnx, _ = _require_onnx()
     if int8 and (calibration is None or len(calibration) == 0):
         raise ValueError("int8 export needs calibration images (uint8 crops from a training split)")
