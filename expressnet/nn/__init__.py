@@ -1,5 +1,6 @@
 """Model library: ExpressNet-MoE, its building blocks and named presets."""
 
+from .backbones.resnet import ResNet, ResNetSpec, load_backbone_weights
 from .expressnet import (
     PRESETS,
     ExpressNetConfig,
@@ -12,7 +13,6 @@ from .expressnet import (
 from .fft_conv import SameConv2d, fft_conv2d_same
 from .modes import eval_mode
 from .moe import MixtureOfExperts, Routing, RoutingStats, routing_stats
-from .resnet import ResNet, ResNetSpec, load_backbone_weights
 
 __all__ = [
     "PRESETS",

@@ -26,9 +26,8 @@ from .. import __version__
 from ..checkpoint import CheckpointError
 from ..data import load_dataset, prepare_split
 from ..data.prepare import Preprocessing
-from ..faces.model_files import cache_dir
 from ..hub import load_model, resolve_model, shipped_onnx
-from ..io import atomic_output, file_sha256, refuse_existing
+from ..io import atomic_output, cache_root, file_sha256, refuse_existing
 from ..nn import rewrite
 from ..nn.modes import eval_mode
 from .batched import to_float
@@ -320,7 +319,7 @@ class OnnxClassifier(Classifier):
 def cached_export(model: ModelSpec) -> Path:
     """A float32 ONNX export of a checkpoint, built once into the user cache (keyed by the weights' sha256)."""
     source = resolve_model(model)
-    target = cache_dir().parent / "onnx" / f"{file_sha256(source)[:20]}.onnx"
+    target = cache_root() / "onnx" / f"{file_sha256(source)[:20]}.onnx"
     if not target.is_file():
         export_onnx(load_model(source), target)
     return target

@@ -25,7 +25,13 @@ class TrainConfig:
     # model
     preset: str = "compact"
     model: dict = field(default_factory=dict)  # ExpressNetConfig overrides, e.g. {top_k: 1}
-    backbone_weights: str | None = None  # torchvision-style ResNet weights (.safetensors or weights-only .pth)
+    # the residual backbone's initial weights: a file (torchvision-style ResNet names, .safetensors or a weights-only
+    # .pth), or "pretrained": a face backbone's converted weights from `expressnet fetch-backbone NAME` (the model
+    # config's backbone, e.g. model: {backbone: hse-faceres})
+    backbone_weights: str | None = None
+    backbone_lr_scale: float = (
+        1.0  # the backbone's learning rate as a share of lr (< 1 fine-tunes pretrained weights gently)
+    )
     init_from: str | None = None  # start from an ExpressNet checkpoint (path or shipped name); classes by name
     init_shrink: bool = False  # init_from a larger model of the same topology: keep its most important channels
     # init_from a model with fewer backbone blocks: the blocks it lacks start as the identity (same function)
@@ -108,6 +114,8 @@ class TrainConfig:
             raise ValueError("init_shrink and init_grow need init_from (the checkpoint to start from)")
         if self.init_shrink and self.init_grow:
             raise ValueError("init_shrink and init_grow exclude each other: a model is shrunk or grown, not both")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise ValueError(f"backbone_lr_scale must be in (0, 1], not {self.backbone_lr_scale}")
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be positive, not {self.distill_temperature}")
 

@@ -43,12 +43,12 @@ from ..data.ferplus import with_vote_targets
 from ..data.registry import resolve
 from ..evaluate.core import evaluate_prepared
 from ..evaluate.report import write_report
-from ..faces.model_files import cache_dir
 from ..hub import load_model, resolve_model
-from ..io import atomic_write, file_sha256
-from ..nn import ExpressNetConfig, ExpressNetMoE, create_model
-from ..nn.resnet import make_identity, residual_blocks
+from ..io import atomic_write, cache_root, file_sha256
+from ..nn import ExpressNetConfig, ExpressNetMoE, create_model, get_config
+from ..nn.backbones.resnet import make_identity, residual_blocks
 from ..nn.shrink import shrink_state
+from ..pretrained import backbone_weights
 from ..registry import Registry
 from ..runtime.batched import autocast, predict_logits, to_float
 from ..runtime.classifier import Classifier, available_backends, load_classifier
@@ -113,11 +113,22 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on biases and BatchNorm
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return OPTIMIZERS.get(cfg.optimizer)(groups, cfg)
+    """Parameter groups: weight decay except on biases and norms; the backbone's at ``backbone_lr_scale`` x lr
+    (the schedule multiplies each group's ``initial_lr``)."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        groups.setdefault((p.ndim > 1, name.startswith("backbone.")), []).append(p)
+    return OPTIMIZERS.get(cfg.optimizer)(
+        [
+            {
+                "params": params,
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "lr": cfg.lr * (cfg.backbone_lr_scale if backbone else 1.0),
+            }
+            for (decay, backbone), params in sorted(groups.items())
+        ],
+        cfg,
+    )
 
 
 def class_weight_vector(cfg: TrainConfig, labels: torch.Tensor, k: int) -> torch.Tensor | None:
@@ -360,7 +371,7 @@ def teacher_logits(teacher: torch.nn.Module, images: torch.Tensor, cfg: TrainCon
         "versions": [__version__, torch.__version__],
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir().parent / "teacher-logits" / f"{digest}.safetensors"
+    path = cache_root() / "teacher-logits" / f"{digest}.safetensors"
     if path.is_file():
         try:
             cached = load_file(str(path))["logits"]
@@ -448,7 +459,12 @@ def same_input(a: Preprocessing, b: Preprocessing) -> bool:
 
 
 def new_model(cfg: TrainConfig, class_names: tuple[str, ...], say: Callable[..., None]) -> ExpressNetMoE:
-    model = create_model(cfg.preset, num_classes=len(class_names), backbone_weights=cfg.backbone_weights, **cfg.model)
+    weights = cfg.backbone_weights
+    if weights == "pretrained":
+        weights = backbone_weights(str(get_config(cfg.preset, **cfg.model).backbone))
+    model = create_model(cfg.preset, num_classes=len(class_names), backbone_weights=weights, **cfg.model)
+    if cfg.backbone_weights:
+        say(f"[bold]backbone[/] initialised from {weights}")
     if cfg.init_from:
         described = init_from_checkpoint(model, cfg.init_from, class_names, shrink=cfg.init_shrink, grow=cfg.init_grow)
         say(f"[bold]init[/] {described}")

@@ -162,8 +162,9 @@ def make_identity(block: BasicBlock | Bottleneck) -> None:
         last.bias.zero_()
 
 
-def load_backbone_weights(backbone: ResNet, source: str | Path | Mapping[str, torch.Tensor]) -> None:
-    """Load torchvision-style ResNet weights strictly, ignoring ``fc.*`` (and a ``backbone.`` prefix).
+def load_backbone_weights(backbone: nn.Module, source: str | Path | Mapping[str, torch.Tensor]) -> None:
+    """Load a backbone's weights strictly, ignoring a classifier or descriptor layer (``fc.*``) and a
+    ``backbone.`` prefix: torchvision-style ResNet weights, or a face backbone's converted file.
 
     ``source`` is a state dict or a file: ``.safetensors``, or a torch file loaded with ``weights_only=True``
     (never unpickled arbitrarily).
@@ -190,4 +191,8 @@ def load_backbone_weights(backbone: ResNet, source: str | Path | Mapping[str, to
     state = {
         k.removeprefix("backbone."): v for k, v in state.items() if not k.removeprefix("backbone.").startswith("fc.")
     }
-    backbone.load_state_dict(state, strict=True)
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        where = "the given state dict" if isinstance(source, Mapping) else str(source)
+        raise ValueError(f"{where}: these weights do not fit a {type(backbone).__name__} backbone ({exc})") from exc
