@@ -22,9 +22,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# ruff, and the import contracts of pyproject.toml ([tool.importlinter]: layers, infer apart from train/evaluate, no cycles)
 lint: install
-	$(BIN)/ruff check expressnet tests benchmarks
-	$(BIN)/ruff format --check expressnet tests benchmarks
+	$(BIN)/ruff check expressnet tests benchmarks scripts
+	$(BIN)/ruff format --check expressnet tests benchmarks scripts
+	$(BIN)/lint-imports
 
 # The HTTP API and the browser page on http://127.0.0.1:8000/ (options: make serve ARGS="--port 9000 --workers 2")
 serve: install
