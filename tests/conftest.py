@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic datasets built on the fly, and the real data when present."""
+"""Shared fixtures: tiny synthetic datasets built on the fly, untrained tiny checkpoints, and the real data when
+present."""
 
 from __future__ import annotations
 
@@ -71,3 +72,45 @@ def synthetic_fer_shared(tmp_path_factory) -> Path:
     (read it, never write next to it)."""
     folder = tmp_path_factory.mktemp("synthetic_fer")
     return make_fer_npz(folder / "synthetic_fer.npz", {"Training": 280, "PublicTest": 70, "PrivateTest": 70})
+
+
+ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
+
+
+def save_tiny_checkpoint(path: Path, **metadata) -> Path:
+    """An untrained ``tiny`` FER-2013 model (48x48 gray, seed 0) saved at ``path``; ``metadata`` adds to or replaces
+    the defaults (no flip averaging, no temperature). torch is imported here, when a test asks for a checkpoint, so
+    tests that need none collect without it."""
+    import torch
+
+    from expressnet.checkpoint import save_checkpoint
+    from expressnet.data import Preprocessing
+    from expressnet.nn import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=len(FER2013_CLASSES))
+    meta = {
+        "model_config": model.config.to_dict(),
+        "class_names": list(FER2013_CLASSES),
+        "preprocessing": Preprocessing(48, 1).to_dict(),
+        "tta_flip": False,
+        **metadata,
+    }
+    return save_checkpoint(path, model.state_dict(), meta)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny FER-2013 checkpoint without flip averaging: the fast model of the pipeline tests
+    (predict, stream, bad inputs, summaries)."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The same untrained model as :func:`checkpoint`, with a preset name, flip averaging on and a temperature of 2
+    to fold: the runtime and export tests check that every backend applies them."""
+    folder = tmp_path_factory.mktemp("tiny")
+    return save_tiny_checkpoint(
+        folder / "tiny.safetensors", preset="tiny", tta_flip=True, temperature=2.0, data={"name": "fer2013"}
+    )

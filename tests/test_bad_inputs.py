@@ -17,15 +17,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ASTRONAUT
 from PIL import Image
-from test_predict_cli import predict, tiny_checkpoint
+from test_predict_cli import predict
 
 from expressnet import Recognizer
 from expressnet.data import DataError
 from expressnet.data.images import read_image
 from expressnet.infer.sources import is_video_path
 
-ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
 ROOT = os.geteuid() == 0  # root reads files whatever their mode
 
 
@@ -237,11 +237,6 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, Kind]]:
     kinds = {kind.filename: kind for kind in CORPUS}
     kinds[os.fsdecode(NON_UTF8)] = Kind("non-UTF-8 file name", os.fsdecode(NON_UTF8), write(b""), True)
     return folder, kinds
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

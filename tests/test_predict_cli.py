@@ -12,37 +12,15 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
-from conftest import real_data
+from conftest import ASTRONAUT, real_data
 from typer.testing import CliRunner
 
-from expressnet import create_model
-from expressnet.checkpoint import save_checkpoint
 from expressnet.cli import app
-from expressnet.data import Preprocessing
 from expressnet.data.labels import FER2013_CLASSES
 from expressnet.infer.outputs import columns
 from expressnet.infer.recognizer import Recognizer
 
-ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
 runner = CliRunner()
-
-
-def tiny_checkpoint(folder: Path) -> Path:
-    """An untrained ``tiny`` FER-2013 checkpoint (48x48 gray, no flip averaging) in ``folder``."""
-    torch.manual_seed(0)
-    model = create_model("tiny", num_classes=7)
-    meta = {
-        "model_config": model.config.to_dict(),
-        "class_names": list(FER2013_CLASSES),
-        "preprocessing": Preprocessing(48, 1).to_dict(),
-        "tta_flip": False,
-    }
-    return save_checkpoint(folder / "tiny.safetensors", model.state_dict(), meta)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def predict(*args: str | Path):

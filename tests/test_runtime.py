@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_fer_npz
+from conftest import ASTRONAUT, make_fer_npz
 from typer.testing import CliRunner
 
-from expressnet import Recognizer, create_model
-from expressnet.checkpoint import CheckpointError, save_checkpoint
+from expressnet import Recognizer
+from expressnet.checkpoint import CheckpointError
 from expressnet.cli import app
-from expressnet.data import Preprocessing
 from expressnet.data.images import read_image
 from expressnet.data.labels import FER2013_CLASSES
 from expressnet.hub import INT8_KEEP_FLOAT, int8_keep_float, load_model, shipped_models, shipped_onnx
@@ -25,28 +24,9 @@ from expressnet.runtime.onnx import KEEP_FLOAT, OnnxClassifier, export_onnx, fil
 
 pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
 
-ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
-
 
 def crops(n: int, channels: int = 1, size: int = 48, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, channels, size, size), dtype=np.uint8)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """An untrained tiny model saved as a checkpoint with a temperature to fold and flip averaging on."""
-    torch.manual_seed(0)
-    model = create_model("tiny")
-    meta = {
-        "preset": "tiny",
-        "model_config": model.config.to_dict(),
-        "class_names": list(FER2013_CLASSES),
-        "preprocessing": Preprocessing(48, 1).to_dict(),
-        "tta_flip": True,
-        "temperature": 2.0,
-        "data": {"name": "fer2013"},
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.safetensors", model.state_dict(), meta)
 
 
 @pytest.fixture(scope="module")

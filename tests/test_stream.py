@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_predict_cli import ASTRONAUT, predict, tiny_checkpoint
+from conftest import ASTRONAUT
+from test_predict_cli import predict
 
 from expressnet import Recognizer
 from expressnet.data import DataError
@@ -26,11 +27,6 @@ from expressnet.infer.sources import expand_source, is_source_input, iter_source
 from expressnet.infer.stream import Position
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from test_predict_cli import predict
-from test_stream import checkpoint, image_folder, synthetic_video  # noqa: F401 (the checkpoint fixture)
+from test_stream import image_folder, synthetic_video
 from typer.testing import CliRunner
 
 from expressnet.cli import app
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def rows(checkpoint, tmp_path_factory):  # noqa: F811
+def rows(checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     image_folder(folder / "photos" / "a", 9)
     image_folder(folder / "photos" / "b", 4)
