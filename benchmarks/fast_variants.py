@@ -20,7 +20,7 @@ Then, speed only, untrained ``compact-xs`` students with smaller global-branch k
 next distilled model; ``xs`` is the first shipped topology, 9/7/5/3, with fresh weights).
 
 Speed only: top-1 agreement of int8 variants with torch is for benchmarks/onnx_parity.py and
-scripts/int8_exclusions.py to measure on real crops.
+benchmarks/int8_exclusions.py to measure on real crops.
 
     python benchmarks/fast_variants.py [--threads 2] [--data fer2013] [--checkpoints runs/fer2013-fast-xs-k5]
 

@@ -15,7 +15,7 @@
 # when present). Nothing reads ../shared: the packed folder is the whole dataset.
 # Environment: PYTHON, CARRY (default .carry), RUNS (default runs), OUT (reports go to $OUT/<config name>, default
 # reports/paper-<data>), CONFIG_SUFFIX (e.g. -cpu-proof for configs/paper-rafdb-cpu-proof.yaml), CONFIG (another
-# config for the same packed data, e.g. configs/fer2013-fast-k5-patient.yaml; the run and its reports take the
+# config for the same packed data, e.g. experiments/fer2013-fast-k5-patient.yaml; the run and its reports take the
 # config's name), EXTRA (more `--set key=value` for train, e.g. EXTRA="--set precision=bf16").
 # Writes per dataset: $RUNS/<config name>/ (checkpoints, log, curves, test/), and under the report folder train/
 # (config, log, history, curves, best.json) and the `expressnet evaluate --report-dir` reports of the test split.

@@ -1,7 +1,7 @@
 """The default-model decision, side by side: validation first (the rule), then the test protocols and the
 labelled photos, for the current default and a candidate.
 
-    python scripts/default_choice.py [--old fer2013] [--new runs/fer2013-rafdb] [--out reports/default-choice]
+    python benchmarks/default_choice.py [--old fer2013] [--new runs/fer2013-rafdb] [--out reports/default-choice]
 
 Validation (what the rule in configs/fer2013-rafdb.yaml reads): FER-2013 PublicTest and RAF-DB's seeded 10 %
 of train. Test (reported, never used to choose): FER-2013 PrivateTest, the paper's PublicTest+PrivateTest,

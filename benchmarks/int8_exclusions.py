@@ -4,7 +4,7 @@ Agreement is measured on Training images that calibration does not use (a seeded
 calibration sample), or with ``--split`` on a validation split (never a test split). Each candidate group is
 tried alone, then the best ones together, greedily, while agreement improves.
 
-    python scripts/int8_exclusions.py [--model fer2013] [--tuning 2048] [--split PublicTest]
+    python benchmarks/int8_exclusions.py [--model fer2013] [--tuning 2048] [--split PublicTest]
 """
 
 from __future__ import annotations
