@@ -56,7 +56,7 @@ reports: install
 	$(BIN)/expressnet data-report --data fer2013 --out reports/data-fer2013
 	$(BIN)/expressnet data-report --data ferplus --out reports/data-ferplus
 
-# The paper preset at 224 px on a GPU (README, Reproduce): pack the images into the git-ignored .carry/ (needs the
+# The paper preset at 224 px on a GPU (docs/reproduce.md): pack the images into the git-ignored .carry/ (needs the
 # datasets), then `make gpu-paper` on the GPU machine (scripts/gpu_paper_run.sh; one pack per device run).
 pack-paper: install
 	$(BIN)/python scripts/pack_training_images.py --data rafdb --out .carry/rafdb
