@@ -71,8 +71,12 @@ def main() -> None:
     val = load_dataset("rafdb").split("val")
     result = {}
     for label, model in models.items():
-        m = evaluate_prepared(model, prepare_split(val.relabel(model.class_names), model.preprocessing),
-                              bool(model.metadata.get("tta_flip")), routing=False)
+        m = evaluate_prepared(
+            model,
+            prepare_split(val.relabel(model.class_names), model.preprocessing),
+            bool(model.metadata.get("tta_flip")),
+            routing=False,
+        )
         result[label] = {
             "model": named[label],
             "preset": model.metadata.get("preset"),
@@ -87,7 +91,8 @@ def main() -> None:
         result[label]["onnx_faces_per_s"] = speed
     classes = list(next(iter(result.values()))["per_class_f1"])
     lines = [
-        "| candidate | preset | input | val accuracy | macro-F1 | ECE | " + " | ".join(f"F1 {c}" for c in classes)
+        "| candidate | preset | input | val accuracy | macro-F1 | ECE | "
+        + " | ".join(f"F1 {c}" for c in classes)
         + " | train img/s | ONNX faces/s |",
         "|---|---|---|---:|---:|---:|" + "---:|" * len(classes) + "---:|---:|",
     ]
@@ -95,7 +100,8 @@ def main() -> None:
         train = f"{r['train_images_per_s']:.0f}" if r["train_images_per_s"] else "n/a"
         lines.append(
             f"| {label} ({r['model']}) | {r['preset']} | {r['input']} | {r['accuracy']:.2%} | {r['macro_f1']:.3f} | "
-            f"{r['ece']:.3f} | " + " | ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes)
+            f"{r['ece']:.3f} | "
+            + " | ".join(f"{r['per_class_f1'][c]:.3f}" for c in classes)
             + f" | {train} | {r['onnx_faces_per_s']:.0f} |"
         )
     table = "\n".join(lines).replace("%", " %")

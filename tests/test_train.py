@@ -36,6 +36,7 @@ from expressnet.train.config import (
     recipe,
 )
 from expressnet.train.logging import RunLogger
+from expressnet.train.pins import Pin
 from expressnet.train.loop import TARGETS, TargetContext, blend_majority, load_data, run
 
 CPU = torch.device("cpu")
@@ -506,7 +507,8 @@ def test_committed_configs_resolve():
     assert ferplus.model == {"feature_dropout": 0.0, "conv_dropout": 0.0}
     assert ferplus.augment.erase == 0.0 and ferplus.augment.rotate == 8 and ferplus.labels == "soft"
     assert ferplus.data == "ferplus" and ferplus.lr == 1e-4 and ferplus.epochs == 10 and ferplus.soft_weight == 0.5
-    assert ferplus.weight_decay == 0.005 and ferplus.init_from == "runs/ferplus-compact-stage6/best.safetensors"
+    assert ferplus.weight_decay == 0.005
+    assert ferplus.init_from == Pin("runs/ferplus-compact-stage6/best.safetensors", config="ferplus-compact-stage6.yaml")
 
 
 def test_paper_schedule_decays_per_epoch():

@@ -15,6 +15,7 @@ import yaml
 from ..config import config_from_dict
 from ..io import atomic_write_text
 from .augment import AugmentConfig
+from .pins import Pin, resolve_pin
 
 LABELS = ("hard", "soft", "votes")  # the training-target builders of ``expressnet.train.loop.TARGETS``
 DISTILL = ("fixed", "online")  # when the teacher labels the training images (see ``TrainConfig.distill``)
@@ -32,7 +33,8 @@ class TrainConfig:
     backbone_lr_scale: float = (
         1.0  # the backbone's learning rate as a share of lr (< 1 fine-tunes pretrained weights gently)
     )
-    init_from: str | None = None  # start from an ExpressNet checkpoint (path or shipped name); classes by name
+    # start from an ExpressNet checkpoint (path or shipped name, or a pin: train/pins.py); classes by name
+    init_from: str | Pin | None = None
     init_shrink: bool = False  # init_from a larger model of the same topology: keep its most important channels
     # init_from a model with fewer backbone blocks: the blocks it lacks start as the identity (same function)
     init_grow: bool = False
@@ -51,7 +53,7 @@ class TrainConfig:
     # knowledge distillation: train on a teacher's probabilities (labels must be "hard"; blended by soft_weight)
     # shipped model name ("fer2013") or checkpoint path / run directory; a list is an ensemble whose softened
     # probabilities are averaged with equal weight
-    teacher: str | tuple[str, ...] | None = None
+    teacher: str | Pin | tuple[str | Pin, ...] | None = None
     # teacher probabilities = softmax(logits / T). 1.0 keeps them as the teacher predicts (shipped models are
     # calibrated: their temperature is folded in); T > 1 softens them, showing more of the teacher's runner-up classes
     distill_temperature: float = 1.0
@@ -104,7 +106,9 @@ class TrainConfig:
             raise ValueError(f"soft_weight must be in [0, 1], not {self.soft_weight}")
         if self.teacher is not None and self.labels != "hard":
             raise ValueError(f"a teacher replaces the labels' targets: use labels=hard with it, not {self.labels!r}")
-        if isinstance(self.teacher, tuple) and not (self.teacher and all(isinstance(t, str) for t in self.teacher)):
+        if isinstance(self.teacher, tuple) and not (
+            self.teacher and all(isinstance(t, (str, Pin)) for t in self.teacher)
+        ):
             raise ValueError(f"teacher must be a model name or path, or a non-empty list of them, not {self.teacher!r}")
         if self.distill not in DISTILL:
             raise ValueError(f"distill must be {' or '.join(DISTILL)}, not {self.distill!r}")
@@ -121,10 +125,16 @@ class TrainConfig:
 
     @property
     def teachers(self) -> tuple[str, ...]:
-        """The teacher models, one or several (an ensemble); empty without distillation."""
+        """The teacher models, one or several (an ensemble), pins checked and resolved (:func:`resolve_pin`);
+        empty without distillation."""
         if self.teacher is None:
             return ()
-        return self.teacher if isinstance(self.teacher, tuple) else (self.teacher,)
+        return tuple(resolve_pin(t) for t in (self.teacher if isinstance(self.teacher, tuple) else (self.teacher,)))
+
+    @property
+    def init_model(self) -> str | None:
+        """``init_from``, its pin checked and resolved."""
+        return None if self.init_from is None else resolve_pin(self.init_from)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (tuples as lists), as YAML writes them; :meth:`from_dict` reads them back."""
@@ -209,6 +219,9 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
+GROUPS = ("augment", "model", "data_options")  # what a config's ``base`` merges key by key; any other value is replaced
+
+
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The fields of a YAML training config. ``base: other.yaml`` (relative to the file) starts from another
     config's fields; the file's own fields override them, group by group for ``augment``/``model``/``data_options``."""
@@ -226,7 +239,7 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
         return data
     merged = read_config_file(path.parent / base, (*_seen, path.resolve()))
     for key, value in data.items():
-        both_groups = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        both_groups = key in GROUPS and isinstance(value, dict) and isinstance(merged.get(key), dict)
         merged[key] = {**merged[key], **value} if both_groups else value
     return merged
 

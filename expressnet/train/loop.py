@@ -466,7 +466,7 @@ def new_model(cfg: TrainConfig, class_names: tuple[str, ...], say: Callable[...,
     if cfg.backbone_weights:
         say(f"[bold]backbone[/] initialised from {weights}")
     if cfg.init_from:
-        described = init_from_checkpoint(model, cfg.init_from, class_names, shrink=cfg.init_shrink, grow=cfg.init_grow)
+        described = init_from_checkpoint(model, cfg.init_model, class_names, shrink=cfg.init_shrink, grow=cfg.init_grow)
         say(f"[bold]init[/] {described}")
     return model
 
@@ -601,8 +601,10 @@ def checkpoint_metadata(
     """What every checkpoint of the run carries (the epoch and its metrics are added per checkpoint)."""
     train_config = cfg.to_dict()
     if cfg.teacher:
-        digests = [hashlib.sha256(resolve_model(t).read_bytes()).hexdigest() for t in cfg.teachers]
+        digests = [file_sha256(resolve_model(t)) for t in cfg.teachers]
         train_config["teacher_sha256"] = digests if isinstance(cfg.teacher, tuple) else digests[0]
+    if cfg.init_from:
+        train_config["init_sha256"] = file_sha256(resolve_model(cfg.init_model))
     return {
         "package_version": __version__,
         "preset": cfg.preset,
