@@ -508,7 +508,9 @@ def test_committed_configs_resolve():
     assert ferplus.augment.erase == 0.0 and ferplus.augment.rotate == 8 and ferplus.labels == "soft"
     assert ferplus.data == "ferplus" and ferplus.lr == 1e-4 and ferplus.epochs == 10 and ferplus.soft_weight == 0.5
     assert ferplus.weight_decay == 0.005
-    assert ferplus.init_from == Pin("runs/ferplus-compact-stage6/best.safetensors", config="ferplus-compact-stage6.yaml")
+    assert ferplus.init_from == Pin(
+        "runs/ferplus-compact-stage6/best.safetensors", config="ferplus-compact-stage6.yaml"
+    )
 
 
 def test_paper_schedule_decays_per_epoch():
