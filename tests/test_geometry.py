@@ -8,9 +8,13 @@ the false faces of the faceless video while keeping the true ones. Synthetic cas
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -51,6 +55,7 @@ from expressnet.faces.landmarks import (
 
 GROUP_COUNTS = {"bbt4_faceapi.jpg": 7, "t1_insightface.jpg": 6, "multi_face_pyfeat.jpg": 5, "bbt1_faceapi.jpg": 4}
 WOLFGANG = "photos/video/WolfgangLanger_Pexels_pyfeat.mp4"
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "geometry.py"
 
 
 @pytest.fixture(scope="module")
@@ -384,46 +389,36 @@ def invariance_photos() -> list:
     return photos + sorted(folder.iterdir())
 
 
-def centre(detection: Detection) -> np.ndarray:
-    x, y, w, h = detection.box
-    return np.array([x + w / 2, y + h / 2])
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """benchmarks/geometry.py, whose helpers (poses of a photo's faces, faces matched across copies, the padded
+    and turned copies, video frames) these tests share."""
+    sys.path.insert(0, str(BENCHMARK.parent))  # it imports its folder's timing helper
+    try:
+        spec = importlib.util.spec_from_file_location("benchmarks_geometry", BENCHMARK)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARK.parent))
+    return module
 
 
-def poses(detector: ConfirmedDetector, image: np.ndarray, focal: float):
-    height, width = image.shape[:2]
-    found = detector.detect(image)
-    return [(d, head_pose(m.points, width, height, focal)) for d, m in zip(found, detector.meshes(image, found))]
-
-
-def matched(reference, other, to_other):
-    """Each reference face's pose with the pose of the face found where ``to_other`` maps it."""
-    out = []
-    for detection, pose in reference:
-        where = to_other(centre(detection))
-        near = min(other, key=lambda t: np.hypot(*(centre(t[0]) - where)))
-        assert np.hypot(*(centre(near[0]) - where)) < 0.3 * detection.box[2], "face not found in the copy"
-        out.append((pose, near[1]))
+def matched(bench, reference, other, to_other):
+    """Each reference face's pose with the pose of the face found where ``to_other`` maps it (all found)."""
+    out = bench.pairs(reference, other, to_other)
+    assert len(out) == len(reference), f"{len(reference) - len(out)} faces not found in the copy"
     return out
-
-
-def padded(photo: np.ndarray) -> np.ndarray:
-    """The photo on a black square as long as its diagonal: turned in place, nothing of it is cut."""
-    height, width = photo.shape[:2]
-    side = int(np.ceil(np.hypot(width, height)))
-    top, left = (side - height) // 2, (side - width) // 2
-    return cv2.copyMakeBorder(photo, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT)
 
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_mirrored_photos_negate_yaw_and_roll(confirmed):
+def test_mirrored_photos_negate_yaw_and_roll(bench, confirmed):
     for path in invariance_photos():
         image = read_image(path)
         width, focal = image.shape[1], float(max(image.shape[:2]))
         flipped = np.ascontiguousarray(image[:, ::-1])
-        for p, q in matched(
-            poses(confirmed, image, focal), poses(confirmed, flipped, focal), lambda c, w=width: (w - c[0], c[1])
-        ):
+        reference, mirrored = bench.poses(confirmed, image, focal), bench.poses(confirmed, flipped, focal)
+        for p, q in matched(bench, reference, mirrored, lambda c, w=width: (w - c[0], c[1])):
             assert abs(p.yaw + q.yaw) <= 2 and abs(p.roll + q.roll) <= 2 and abs(p.pitch - q.pitch) <= 2, (
                 f"{path.name}: {p.yaw:.1f}/{p.pitch:.1f}/{p.roll:.1f} mirrored {q.yaw:.1f}/{q.pitch:.1f}/{q.roll:.1f}"
             )
@@ -431,21 +426,20 @@ def test_mirrored_photos_negate_yaw_and_roll(confirmed):
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_turned_photos_change_roll_by_the_angle(confirmed):
+def test_turned_photos_change_roll_by_the_angle(bench, confirmed):
     """Turned by a about the image centre (the principal point), the camera turns about its axis: roll changes
-    by a exactly and yaw and pitch not at all. +-15 degrees on every photo, +-30 on the bundled one (at +-30,
-    pitch moves by up to 6.8 degrees on 2 of 24 faces: benchmarks/geometry.py, docs/geometry.md)."""
+    by a exactly and yaw and pitch not at all. The photo is first put on a black square as long as its diagonal,
+    so that the turn cuts nothing and both copies see the same surroundings; the focal length stays the photo's.
+    +-15 degrees on every photo, +-30 on the bundled one (at +-30, pitch moves by more than 4 degrees on a few
+    faces: benchmarks/geometry.py, docs/geometry.md)."""
     for path in invariance_photos():
         photo = read_image(path)
-        image, focal = padded(photo), float(max(photo.shape[:2]))
-        height, width = image.shape[:2]
-        reference = poses(confirmed, image, focal)
+        image, focal = bench.pad_to_diagonal(photo), float(max(photo.shape[:2]))
+        reference = bench.poses(confirmed, image, focal)
         for angle in (-30, -15, 15, 30) if path == ASTRONAUT else (-15, 15):
-            matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)  # counter-clockwise on screen
-            pixels = matrix.copy()
-            pixels[:, 2] += matrix[:, :2].sum(axis=1) * 0.5 - 0.5  # the same turn on pixel indices
-            turned = cv2.warpAffine(image, pixels, (width, height), flags=cv2.INTER_LINEAR)
-            for p, q in matched(reference, poses(confirmed, turned, focal), lambda c, m=matrix: m @ (c[0], c[1], 1.0)):
+            turned, matrix = bench.turned(image, angle)  # counter-clockwise on screen
+            to_turned = lambda c, m=matrix: m @ (c[0], c[1], 1.0)  # noqa: E731
+            for p, q in matched(bench, reference, bench.poses(confirmed, turned, focal), to_turned):
                 roll_error = (q.roll - p.roll + angle + 180) % 360 - 180  # counter-clockwise: roll falls by a
                 assert abs(roll_error) <= 3 and abs(q.yaw - p.yaw) <= 4 and abs(q.pitch - p.pitch) <= 4, (
                     f"{path.name} {angle:+d}: yaw {q.yaw - p.yaw:+.1f} pitch {q.pitch - p.pitch:+.1f} "
@@ -453,26 +447,16 @@ def test_turned_photos_change_roll_by_the_angle(confirmed):
                 )
 
 
-def video_frames(path, wanted: set[int]) -> dict[int, np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames, index = {}, 0
-    while len(frames) < len(wanted):
-        ok, frame = capture.read()
-        if not ok:
-            break
-        if index in wanted:
-            frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        index += 1
-    capture.release()
-    return frames
+def video_frames(bench, path, wanted: set[int]) -> dict[int, np.ndarray]:
+    return {i: frame for i, frame in enumerate(bench.video_frames(path)) if i in wanted}
 
 
 @pytest.fixture(scope="module")
-def wolfgang(confirmed):
+def wolfgang(bench, confirmed):
     """Geometry of chosen frames of the WolfgangLanger clip: eyes shut (36-84, crying), open (150-234, looking
     up) and a head turn to her right (436-452)."""
     wanted = set(range(36, 85, 8)) | set(range(150, 235, 12)) | set(range(436, 453))
-    frames = video_frames(real_data(WOLFGANG), wanted)
+    frames = video_frames(bench, real_data(WOLFGANG), wanted)
     out = {}
     for index, image in frames.items():
         found = confirmed.detect(image)
@@ -499,10 +483,10 @@ def test_eye_openness_separates_shut_and_open_eyes(wolfgang):
 
 
 @pytest.mark.data
-def test_the_blink_of_the_single_face_video(confirmed):
+def test_the_blink_of_the_single_face_video(bench, confirmed):
     """The man of single_face_pyfeat.mp4 blinks once (frames 26-28, seen frame by frame)."""
     path = real_data("photos/video/single_face_pyfeat.mp4")
-    frames = video_frames(path, set(range(72)))
+    frames = video_frames(bench, path, set(range(72)))
     counter = BlinkCounter()
     for index in sorted(frames):
         image = frames[index]
@@ -518,9 +502,9 @@ def test_the_blink_of_the_single_face_video(confirmed):
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_presence_check_removes_the_false_faces(fast_confirmed):
+def test_presence_check_removes_the_false_faces(bench, fast_confirmed):
     path = real_data("photos/video/no_face_pyfeat.mp4")
-    frames = video_frames(path, set(range(200)))
+    frames = video_frames(bench, path, set(range(200)))
     assert len(frames) >= 90
     faces = sum(len(fast_confirmed.detect(image)) for image in frames.values())
     assert faces <= 1, f"{faces} faces in {len(frames)} frames with no face"  # 16 without the check

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -87,28 +88,40 @@ class Gaze:
 
 @dataclass(frozen=True)
 class FaceGeometry:
-    """Everything :func:`face_geometry` measures on one face; ``eye_openness`` and ``gaze`` per eye are (the
-    person's right eye, their left eye)."""
+    """Everything :func:`face_geometry` measures on one face; ``eye_openness`` is (the person's right eye, their
+    left eye); ``camera_angle``: degrees between the gaze (the head's direction when there are no eyes) and the
+    direction from the face to the camera."""
 
     pose: HeadPose
     gaze: Gaze | None
     eye_openness: tuple[float, float]
     mouth_openness: float
     looking_at_camera: bool
-    camera_angle: float | None  # degrees between the gaze and the direction to the camera
+    camera_angle: float  # degrees between the gaze (the head's direction without eyes) and the way to the camera
 
-    def to_dict(self) -> dict:
-        d = {
-            "pose": {"yaw": self.pose.yaw, "pitch": self.pose.pitch, "roll": self.pose.roll},
-            "eye_openness": list(self.eye_openness),
-            "mouth_openness": self.mouth_openness,
-            "looking_at_camera": self.looking_at_camera,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        """JSON: angles in degrees (2 decimals), openness (4 decimals); ``gaze`` is None without eyes."""
+        gaze = None
         if self.gaze is not None:
             g = self.gaze
-            d["gaze"] = {"yaw": g.yaw, "pitch": g.pitch, "right": list(g.right), "left": list(g.left)}
-            d["camera_angle"] = self.camera_angle
-        return d
+            gaze = {
+                "yaw": deg(g.yaw),
+                "pitch": deg(g.pitch),
+                "right": [*map(deg, g.right)],
+                "left": [*map(deg, g.left)],
+            }
+        return {
+            "pose": {"yaw": deg(self.pose.yaw), "pitch": deg(self.pose.pitch), "roll": deg(self.pose.roll)},
+            "gaze": gaze,
+            "eye_openness": [round(float(v), 4) for v in self.eye_openness],
+            "mouth_openness": round(float(self.mouth_openness), 4),
+            "looking_at_camera": self.looking_at_camera,
+            "camera_angle": deg(self.camera_angle),
+        }
+
+
+def deg(value: float) -> float:
+    return round(float(value), 2)
 
 
 def camera_matrix(width: int, height: int, focal: float | None = None) -> np.ndarray:
