@@ -1,9 +1,11 @@
 """Head pose, gaze, eye and mouth openness, and looking-at-camera from a face mesh: geometry, not learned.
 
-Nothing here was fitted to labels. Head pose is the rigid rotation that best maps MediaPipe's canonical face model
-onto the landmarks through a pinhole camera (OpenCV ``solvePnP``); gaze is the iris's offset from the middle of
-the eye turned into an eyeball rotation with anatomical constants, then added to the head's rotation; openness is
-a ratio of landmark distances. docs/geometry.md states the rules, the constants and what they assume.
+Nothing here was learned; two constants, where the iris rests in the eye, were measured on photos of people
+looking at the camera (:data:`EYE_TEMPORAL_REST`, :data:`EYE_UPWARD_REST`). Head pose is the rigid rotation that
+best maps MediaPipe's canonical face model onto the landmarks through a pinhole camera (OpenCV ``solvePnP``); gaze
+is the iris's offset from its rest in the eye turned into an eyeball rotation with anatomical constants, then
+added to the head's rotation; openness is a ratio of landmark distances. docs/geometry.md states the rules, the
+constants and what they assume.
 
 Camera: a pinhole with square pixels, principal point at the image centre and focal length ``max(W, H)``
 pixels (a horizontal field of view of about 53 degrees for a 4:3 landscape frame) unless given.
