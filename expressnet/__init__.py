@@ -1,39 +1,63 @@
-"""ExpressNet: facial expression recognition with ExpressNet-MoE (arXiv 2510.13493)."""
+"""ExpressNet: facial expression recognition with ExpressNet-MoE (arXiv 2510.13493).
+
+    from expressnet import Recognizer
+    faces = Recognizer().predict("photo.jpg")     # the default model on ONNX Runtime; no torch needed
+    list_models()                                 # the shipped models (expressnet models shows their records)
+    read_results("rows.jsonl")                    # predict's results as a pandas DataFrame
+
+``import expressnet`` imports nothing heavy: every name below is imported on first use. The torch parts
+(``create_model``, ``load_model``, ``ExpressNetMoE``, ...) need the torch extra: ``pip install 'expressnet[torch]'``.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .nn import ExpressNetConfig, ExpressNetMoE, create_model, list_presets
-
 if TYPE_CHECKING:
-    from .hub import load_model
-    from .infer.recognizer import Face, Recognizer
+    from .hub import get_record, list_models, load_model
+    from .infer.outputs import read_results
+    from .infer.recognizer import Face, FrameResult, Recognizer
+    from .nn import ExpressNetConfig, ExpressNetMoE, create_model, list_presets
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Recognizer": "expressnet.infer.recognizer",
+    "Face": "expressnet.infer.recognizer",
+    "FrameResult": "expressnet.infer.recognizer",
+    "list_models": "expressnet.hub",
+    "get_record": "expressnet.hub",
+    "load_model": "expressnet.hub",
+    "read_results": "expressnet.infer.outputs",
+    "create_model": "expressnet.nn",
+    "list_presets": "expressnet.nn",
+    "ExpressNetConfig": "expressnet.nn",
+    "ExpressNetMoE": "expressnet.nn",
+}
 
 __all__ = [
     "ExpressNetConfig",
     "ExpressNetMoE",
     "Face",
+    "FrameResult",
     "Recognizer",
     "__version__",
     "create_model",
+    "get_record",
+    "list_models",
     "list_presets",
     "load_model",
+    "read_results",
 ]
-
-_LAZY = {
-    "Recognizer": "expressnet.infer.recognizer",
-    "Face": "expressnet.infer.recognizer",
-    "load_model": "expressnet.hub",
-}
 
 
 def __getattr__(name: str) -> Any:
-    """``Recognizer``, ``Face`` and ``load_model`` are imported on first use, keeping ``import expressnet`` light."""
+    """The public names, imported on first use (``import expressnet`` stays light and torch-free)."""
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'expressnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

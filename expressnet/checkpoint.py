@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .data.prepare import Preprocessing
+from .hub import CheckpointError
 from .io import atomic_write, atomic_write_text, refuse_existing
 from .nn import ExpressNetConfig, ExpressNetMoE
 
@@ -24,10 +25,6 @@ FORMAT = "expressnet-checkpoint/1"
 META_KEY = "expressnet"
 SCALE_SUFFIX = "::scale"
 INT8 = "int8-per-channel"
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:

@@ -1,16 +1,20 @@
-"""Turn a split into model inputs once: uint8 (N, C, S, S) tensors in memory, with unreadable images skipped."""
+"""Turn a split into model inputs once: uint8 (N, C, S, S) tensors in memory, with unreadable images skipped.
+torch is imported by :func:`prepare_split` only: ``Preprocessing`` (which inference needs) comes without it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..config import config_from_dict
 from ..progress import track
 from .base import DataError, Split
 from .images import to_model_input
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class Prepared:
 
 def prepare_split(split: Split, pre: Preprocessing, progress: bool = True) -> Prepared:
     """Decode, convert and resize every image of ``split``; unreadable ones are skipped and counted."""
+    import torch  # training and evaluation: the only part of the data layer that needs it
+
     n = len(split)
     out = np.empty((n, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
     keep = np.ones(n, dtype=bool)

@@ -1,16 +1,19 @@
 """Batched logits of prepared face crops (uint8 (N, C, S, S)) through a torch module: uint8 -> [0, 1] floats,
-autocast, flip averaging (the mean of the logits of the image and its mirror) and the one softmax."""
+autocast and flip averaging (the mean of the logits of the image and its mirror). The one softmax is
+:func:`expressnet.runtime.classifier.softmax` (numpy; re-exported here)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..nn.modes import eval_mode
+from .classifier import softmax
+
+__all__ = ["autocast", "predict_logits", "softmax", "to_float"]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -58,11 +61,3 @@ def predict_logits(
                         logits = (logits + model(x.flip(-1)).float()) / 2
             out.append(logits.cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, K) logits, computed in float64 (probabilities sum to 1)."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

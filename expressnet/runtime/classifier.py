@@ -2,9 +2,13 @@
 service use. It takes prepared crops (uint8 (N, C, S, S), as :func:`expressnet.data.to_model_input` makes them)
 and returns logits (N, K) as a numpy array; class names, preprocessing and flip averaging come with it.
 
-Backends (registry :data:`BACKENDS`): ``torch`` (a checkpoint or module, any precision) and ``onnx``
-(ONNX Runtime, an ``.onnx`` file from ``expressnet export``). ``load_classifier(model, backend="auto")`` picks
-the fastest available backend by timing each on a batch at load.
+Backends (registry :data:`BACKENDS`): ``onnx`` (ONNX Runtime, an ``.onnx`` file; :mod:`expressnet.runtime.ort`,
+no torch) and ``torch`` (a checkpoint or module, any precision; :mod:`expressnet.runtime.torch_backend`, imported
+only when chosen). ``load_classifier(model, backend="auto")`` follows a fixed rule, never a timing: a shipped
+model on a CPU runs the inference file its record names (:mod:`expressnet.hub`), a GPU device or a torch
+precision other than fp32 runs torch, an ``.onnx`` file runs ONNX Runtime, a checkpoint or module runs torch. So
+the same model gives the same answer on every run, whatever the machine's load. Every classifier names what it
+runs in :meth:`Classifier.provenance` (model, file, sha256 prefix, backend, precision), which every output carries.
 
 Thread safety: a ``Classifier`` may be shared by threads. The torch backend runs one batch at a time under a
 lock (an ExpressNet module records its MoE routing during ``forward``, so a bare module is *not* safe to call
@@ -13,24 +17,49 @@ from several threads); ONNX Runtime sessions are safe to call concurrently.
 
 from __future__ import annotations
 
-import threading
-import time
+import importlib
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..checkpoint import CheckpointError
 from ..data.prepare import Preprocessing
-from ..hub import load_model, resolve_model, shipped_onnx
+from ..hub import SHA_PREFIX, CheckpointError, get_record, shipped_name, shipped_onnx
+from ..io import file_sha256
 from ..registry import Registry
-from .batched import predict_logits, softmax
 
-ModelSpec = str | Path | nn.Module | None
+ModelSpec = Any  # a shipped name, a checkpoint or .onnx path, a loaded torch module, or None (the default model)
+TORCH_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, computed in float64 (probabilities sum to 1)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def torch_part(module: str) -> Any:
+    """``expressnet.runtime.<module>`` when it needs PyTorch, or an error naming the extra that brings it."""
+    try:
+        return importlib.import_module(f"expressnet.runtime.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("torch", "onnx", "onnxscript"):
+            raise
+        extra = "torch" if exc.name == "torch" else "export"
+        raise CheckpointError(
+            f"this needs the {extra} extra: pip install 'expressnet[{extra}]' ({exc.name} is missing)"
+        ) from exc
+
+
+def is_torch_module(model: Any) -> bool:
+    """Whether ``model`` is a torch module (without importing torch: a module exists only if torch is loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
 
 
 class Classifier(ABC):
@@ -55,15 +84,23 @@ class Classifier(ABC):
         self.source = source
         self.tta_flip = bool(metadata.get("tta_flip", False)) if tta_flip is None else bool(tta_flip)
         self.batch_size = batch_size
-        self.selection: dict[str, float] | None = None  # images/s per backend when chosen by "auto"
+        self.name = Path(source).name  # a shipped model's name when loaded by name (load_classifier sets it)
+        self._sha256: str | None = None
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic of the weights run: "float32", "int8", "bfloat16" or "float16"."""
+        return "float32"
 
     @abstractmethod
     def _batch_logits(self, images: np.ndarray, tta_flip: bool) -> np.ndarray:
         """Logits of one batch of uint8 crops, float32 (n, K)."""
 
-    def logits(self, images: np.ndarray | torch.Tensor, tta_flip: bool | None = None) -> np.ndarray:
-        """Logits (N, K) float32 of uint8 crops (N, C, S, S), in batches of ``batch_size``."""
-        images = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    def logits(self, images: Any, tta_flip: bool | None = None) -> np.ndarray:
+        """Logits (N, K) float32 of uint8 crops (N, C, S, S) (a numpy array or a torch tensor), in batches of
+        ``batch_size``."""
+        images = images.numpy() if not isinstance(images, np.ndarray) and hasattr(images, "numpy") else images
+        images = np.asarray(images)
         self.check_input(images)
         flip = self.tta_flip if tta_flip is None else tta_flip
         if len(images) == 0:
@@ -73,7 +110,7 @@ class Classifier(ABC):
         ]
         return np.concatenate(out).astype(np.float32, copy=False)
 
-    def probabilities(self, images: np.ndarray | torch.Tensor, tta_flip: bool | None = None) -> np.ndarray:
+    def probabilities(self, images: Any, tta_flip: bool | None = None) -> np.ndarray:
         """Class probabilities (N, K), rows summing to 1."""
         return softmax(self.logits(images, tta_flip))
 
@@ -86,12 +123,30 @@ class Classifier(ABC):
                 f"got {images.dtype} {tuple(images.shape)}"
             )
 
+    @property
+    def sha256(self) -> str | None:
+        """The sha256 of the file run (None for a module that was never saved)."""
+        if self._sha256 is None and Path(self.source).is_file():
+            self._sha256 = file_sha256(self.source)
+        return self._sha256
+
+    def provenance(self) -> dict[str, Any]:
+        """What every output names: the model, the file run and the prefix of its sha256, backend, precision."""
+        digest = self.sha256
+        return {
+            "name": self.name,
+            "file": Path(self.source).name,
+            "sha256": digest[:SHA_PREFIX] if digest else None,
+            "backend": self.backend,
+            "precision": self.precision,
+        }
+
     def describe(self) -> dict[str, Any]:
         """What a service or report shows about the model."""
         meta = self.metadata
         return {
+            **self.provenance(),
             "source": self.source,
-            "backend": self.backend,
             "classes": list(self.class_names),
             "preprocessing": self.preprocessing.to_dict(),
             "tta_flip": self.tta_flip,
@@ -103,115 +158,40 @@ class Classifier(ABC):
         }
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source!r}, classes={len(self.class_names)}, tta_flip={self.tta_flip})"
-
-
-class TorchClassifier(Classifier):
-    """A torch module (from :func:`expressnet.hub.load_model`) behind a lock; ``precision``: fp32, bf16, fp16."""
-
-    backend = "torch"
-
-    def __init__(
-        self,
-        module: nn.Module,
-        *,
-        tta_flip: bool | None = None,
-        precision: str = "fp32",
-        batch_size: int = 64,
-        device: str | torch.device | None = None,
-    ) -> None:
-        for attribute in ("class_names", "preprocessing", "metadata"):
-            if not hasattr(module, attribute):
-                raise ValueError(f"the module has no .{attribute}: load it with expressnet.load_model")
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
-        super().__init__(
-            module.class_names,
-            module.preprocessing,
-            module.metadata,
-            getattr(module, "source", type(module).__name__),
-            tta_flip,
-            batch_size,
+        return (
+            f"{type(self).__name__}({self.source!r}, classes={len(self.class_names)}, tta_flip={self.tta_flip}, "
+            f"precision={self.precision!r})"
         )
-        if device is not None:
-            module = module.to(device)
-        self.module = module.eval()
-        self.precision = precision
-        self.device = next(module.parameters()).device
-        self._lock = threading.Lock()
-
-    def _batch_logits(self, images: np.ndarray, tta_flip: bool) -> np.ndarray:
-        with self._lock:
-            logits = predict_logits(
-                self.module, torch.from_numpy(np.ascontiguousarray(images)), len(images), tta_flip, self.precision
-            )
-        return logits.numpy()
 
 
 BACKENDS: Registry[Callable[..., Classifier]] = Registry("classifier backend")
-
-
-@BACKENDS.register("torch")
-def torch_classifier(
-    model: ModelSpec,
-    *,
-    tta_flip: bool | None = None,
-    precision: str = "fp32",
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    threads: int | None = None,
-) -> TorchClassifier:
-    module = model if isinstance(model, nn.Module) else load_model(model, device)
-    if threads:
-        torch.set_num_threads(threads)
-    return TorchClassifier(module, tta_flip=tta_flip, precision=precision, batch_size=batch_size, device=device)
-
-
-BACKENDS.register("onnx", "expressnet.runtime.onnx:onnx_classifier")
+BACKENDS.register("onnx", "expressnet.runtime.ort:onnx_classifier")
+BACKENDS.register("torch", "expressnet.runtime.torch_backend:torch_classifier")
 
 
 def available_backends(model: ModelSpec) -> list[str]:
-    """The backends that can run ``model`` here without building anything: a module or checkpoint -> torch;
-    an ``.onnx`` file -> onnx; a shipped name -> torch, and onnx when its ONNX file ships and onnxruntime
-    imports."""
-    if isinstance(model, nn.Module):
+    """The backends that can run ``model`` without exporting anything: a module or checkpoint -> torch; an
+    ``.onnx`` file -> onnx; a shipped name -> torch, and onnx when it ships an ONNX inference file."""
+    if is_torch_module(model):
         return ["torch"]
     if str(model).endswith(".onnx"):
         return ["onnx"]
-    out = ["torch"]
-    if shipped_onnx(model) is not None and onnxruntime_available():
-        out.append("onnx")
-    return out
+    return ["torch", "onnx"] if shipped_onnx(model) is not None else ["torch"]
 
 
-def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401 (an optional dependency: the `export` extra)
-    except ImportError:
-        return False
-    return True
+def device_type(device: Any) -> str:
+    """ "cpu", "cuda", "mps", ... of a device given as text or a torch device."""
+    return str(getattr(device, "type", device)).split(":")[0]
 
 
-_AUTO_CHOICE: dict[tuple, tuple[str, dict[str, float]]] = {}
-_AUTO_LOCK = threading.Lock()
-
-
-def measure(classifiers: dict[str, Classifier], batch: int = 64, rounds: int = 5) -> dict[str, float]:
-    """Images/s of each classifier on the same random crops (with its flip averaging): the best of ``rounds``
-    after a warm-up call, timed in alternating rounds so that a busy CPU slows every candidate alike."""
-    first = next(iter(classifiers.values()))
-    pre = first.preprocessing
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
-    best = dict.fromkeys(classifiers, float("inf"))
-    for classifier in classifiers.values():
-        classifier.logits(images)
-    for _ in range(rounds):
-        for name, classifier in classifiers.items():
-            start = time.perf_counter()
-            classifier.logits(images)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: batch / seconds for name, seconds in best.items()}
+def auto_backend(model: ModelSpec, device: Any = "cpu", precision: str = "fp32") -> str:
+    """The fixed rule of ``backend="auto"`` (see the module docstring); never a timing."""
+    if is_torch_module(model) or device_type(device) != "cpu" or precision != "fp32":
+        return "torch"
+    if str(model).endswith(".onnx"):
+        return "onnx"
+    name = shipped_name(model)
+    return get_record(name).backend if name is not None else "torch"
 
 
 def load_classifier(
@@ -221,35 +201,43 @@ def load_classifier(
     tta_flip: bool | None = None,
     precision: str = "fp32",
     batch_size: int = 64,
-    device: str | torch.device = "cpu",
+    device: Any = "cpu",
     threads: int | None = None,
 ) -> Classifier:
     """A :class:`Classifier` for a shipped model name, checkpoint, ``.onnx`` file or loaded module.
 
-    ``backend``: "torch", "onnx" or "auto" (the fastest of :func:`available_backends`, timed once per process
-    for each model, batch size and thread count; the figures are kept in ``.selection``). A GPU ``device`` or a
-    ``precision`` other than fp32 means torch.
+    ``backend``: "auto" (the fixed rule of :func:`auto_backend`: a shipped model's inference file on a CPU, torch
+    on a GPU), "onnx" or "torch". A shipped model's file is checked against the sha256 its record holds.
     """
+    if precision not in TORCH_PRECISIONS:
+        raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
+    chosen = auto_backend(model, device, precision) if backend == "auto" else backend
+    if chosen == "torch" and str(model).endswith(".onnx"):
+        raise CheckpointError(f"{model}: an ONNX file runs with backend 'onnx', not 'torch'")
+    name = None if is_torch_module(model) else shipped_name(model)
+    digest = None if name is None else verified_sha256(name, chosen)
     options = dict(tta_flip=tta_flip, precision=precision, batch_size=batch_size, device=device, threads=threads)
-    if backend != "auto":
-        if backend == "torch" and str(model).endswith(".onnx"):
-            raise CheckpointError(f"{model}: an ONNX file runs with backend 'onnx', not 'torch'")
-        return BACKENDS.get(backend)(model, **options)
-    candidates = available_backends(model)
-    if torch.device(device).type != "cpu" or precision != "fp32":
-        candidates = [c for c in candidates if c == "torch"] or candidates
-    if len(candidates) == 1:
-        return BACKENDS.get(candidates[0])(model, **options)
-    key = (str(resolve_model(model)), batch_size, threads or torch.get_num_threads(), tta_flip)
-    with _AUTO_LOCK:
-        if key in _AUTO_CHOICE:
-            choice, speeds = _AUTO_CHOICE[key]
-            classifier = BACKENDS.get(choice)(model, **options)
-        else:
-            built = {name: BACKENDS.get(name)(model, **options) for name in candidates}
-            speeds = measure(built, batch_size)
-            choice = max(speeds, key=speeds.get)
-            _AUTO_CHOICE[key] = (choice, speeds)
-            classifier = built[choice]
-    classifier.selection = speeds
+    classifier = BACKENDS.get(chosen)(model, **options)
+    if name is not None:
+        classifier.name = name
+        if digest is not None and Path(classifier.source).name in get_record(name).files:
+            classifier._sha256 = digest
     return classifier
+
+
+def verified_sha256(name: str, backend: str) -> str | None:
+    """The sha256 of the shipped file ``backend`` will run for model ``name``, checked against its record before
+    it is loaded (a damaged installation is named, not run); None when that file is not one of the record's."""
+    record = get_record(name)
+    path = (
+        record.inference_path if backend == record.backend else record.checkpoint_path if backend == "torch" else None
+    )
+    if path is None or not path.is_file():
+        return None
+    digest, recorded = file_sha256(path), record.sha256(path.name)
+    if digest != recorded:
+        raise CheckpointError(
+            f"{path}: its sha256 is not the one model {name!r} records ({recorded[:SHA_PREFIX]}); the installation "
+            "is damaged: reinstall expressnet"
+        )
+    return digest

@@ -1,4 +1,4 @@
-"""ONNX export and the ONNX Runtime backend.
+"""ONNX export (needs torch and the ``export`` extra: onnx, onnxscript).
 
 ``export_onnx(model, "model.onnx")`` writes a graph with a dynamic batch axis (input ``images``: float32
 (N, C, S, S) in [0, 1]; output ``logits``), with the model's metadata in ``metadata_props["expressnet"]``
@@ -6,7 +6,7 @@
 sha256). ``int8=True`` adds static int8 quantisation (QDQ, per-channel weights) calibrated on images the caller
 gives, which must come from a training split (see :func:`calibration_images`).
 
-Needs the ``export`` extra (onnx, onnxruntime).
+Running an exported file needs onnxruntime only: :mod:`expressnet.runtime.ort` (re-exported here).
 """
 
 from __future__ import annotations
@@ -23,19 +23,45 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import CheckpointError
 from ..data import load_dataset, prepare_split
 from ..data.prepare import Preprocessing
-from ..hub import load_model, resolve_model, shipped_onnx
+from ..hub import CheckpointError, load_model, resolve_model
 from ..io import atomic_output, cache_root, file_sha256, refuse_existing
 from ..nn import rewrite
 from ..nn.modes import eval_mode
 from .batched import to_float
-from .classifier import Classifier, ModelSpec
+from .classifier import ModelSpec
+from .ort import (
+    DISABLED_OPTIMIZERS,
+    FORMAT,
+    INPUT,
+    META_KEY,
+    OUTPUT,
+    OnnxClassifier,
+    cpu_session,
+    onnx_classifier,
+    read_onnx_metadata,
+)
 
-FORMAT = "expressnet-onnx/1"
-META_KEY = "expressnet"
-INPUT, OUTPUT = "images", "logits"
+__all__ = [
+    "DISABLED_OPTIMIZERS",
+    "FORMAT",
+    "INPUT",
+    "KEEP_FLOAT",
+    "META_KEY",
+    "OPSET",
+    "OUTPUT",
+    "OnnxClassifier",
+    "cached_export",
+    "calibration_images",
+    "calibration_indices",
+    "cpu_session",
+    "export_onnx",
+    "file_sha256",
+    "onnx_classifier",
+    "read_onnx_metadata",
+]
+
 OPSET = 17
 
 
@@ -244,78 +270,6 @@ def calibration_indices(size: int, count: int = 1024, seed: int = 0) -> np.ndarr
     return np.sort(np.random.default_rng(seed).choice(size, size=min(count, size), replace=False))
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    onnx, _ = _require_onnx()
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: ONNX file not found")
-    try:
-        graph = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
-        raise CheckpointError(f"{path}: not an ONNX file ({type(exc).__name__}: {exc})") from exc
-    props = {p.key: p.value for p in graph.metadata_props}
-    if META_KEY not in props:
-        raise CheckpointError(f"{path}: no ExpressNet metadata (export it with `expressnet export`)")
-    meta = json.loads(props[META_KEY])
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unsupported ONNX metadata format {meta.get('format')!r} (expected {FORMAT})")
-    return meta
-
-
-# ONNX Runtime's QDQ propagation moves each QuantizeLinear up through the MaxPool before it, so the pool runs on
-# uint8 in NCHW with the scalar kernel instead of on float in the vectorised NCHWc layout. Measured in one run on
-# the 2-core CPU at batch 64, the first shipped fer2013-fast.int8.onnx: 2,066 faces/s with it, 4,221 without.
-DISABLED_OPTIMIZERS = ["QDQPropagationTransformer"]
-
-
-def cpu_session(path: str | Path, threads: int | None = None, parallel: int = 0):
-    """An ONNX Runtime CPU session for ``path`` with every graph optimisation but :data:`DISABLED_OPTIMIZERS`, on
-    ``threads`` intra-op threads (None: ONNX Runtime's choice); ``parallel`` > 0 runs independent nodes on that
-    many threads of the parallel executor instead, one intra-op thread each (benchmarks/fast_variants.py
-    measures it). ``CheckpointError`` naming the file when ONNX Runtime cannot load it."""
-    _, ort = _require_onnx()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if parallel:
-        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, parallel
-    elif threads:
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    try:
-        return ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
-        )
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise CheckpointError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
-
-
-class OnnxClassifier(Classifier):
-    """An ``.onnx`` file from ``expressnet export`` run by ONNX Runtime (CPU). Safe to call from several threads."""
-
-    backend = "onnx"
-
-    def __init__(
-        self, path: str | Path, *, tta_flip: bool | None = None, batch_size: int = 64, threads: int | None = None
-    ) -> None:
-        meta = read_onnx_metadata(path)
-        self.session = cpu_session(path, threads)
-        super().__init__(
-            tuple(meta["class_names"]),
-            Preprocessing.from_dict(meta["preprocessing"]),
-            meta,
-            str(path),
-            tta_flip,
-            batch_size,
-        )
-
-    def _batch_logits(self, images: np.ndarray, tta_flip: bool) -> np.ndarray:
-        x = images.astype(np.float32) / np.float32(255.0)
-        if tta_flip:
-            both = self.session.run([OUTPUT], {INPUT: np.concatenate([x, x[..., ::-1]])})[0]
-            return (both[: len(x)] + both[len(x) :]) / 2
-        return self.session.run([OUTPUT], {INPUT: x})[0]
-
-
 def cached_export(model: ModelSpec) -> Path:
     """A float32 ONNX export of a checkpoint, built once into the user cache (keyed by the weights' sha256)."""
     source = resolve_model(model)
@@ -323,22 +277,3 @@ def cached_export(model: ModelSpec) -> Path:
     if not target.is_file():
         export_onnx(load_model(source), target)
     return target
-
-
-def onnx_classifier(
-    model: ModelSpec,
-    *,
-    tta_flip: bool | None = None,
-    precision: str = "fp32",
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    threads: int | None = None,
-) -> OnnxClassifier:
-    """The ``onnx`` backend: an ``.onnx`` file, a shipped model's ONNX file (``hub.SHIPPED_ONNX``), or a
-    checkpoint exported to float32 ONNX on first use."""
-    if isinstance(model, nn.Module):
-        raise ValueError("the onnx backend runs files; export the module with expressnet.runtime.export_onnx")
-    if torch.device(device).type != "cpu":
-        raise ValueError(f"the onnx backend runs on the CPU, not {device}")
-    path = Path(str(model)) if str(model).endswith(".onnx") else shipped_onnx(model) or cached_export(model)
-    return OnnxClassifier(path, tta_flip=tta_flip, batch_size=batch_size, threads=threads)
