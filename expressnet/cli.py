@@ -14,9 +14,9 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ExpressNet-MoE facial expression recognition.")
 console = Console(soft_wrap=True)
-MODEL_HELP = (
-    "Shipped model name (fer2013 = default, ferplus, rafdb, fer2013-rafdb, fer2013-fast), checkpoint or .onnx file."
-)
+err_console = Console(stderr=True, soft_wrap=True)
+MODEL_HELP = "Shipped model name (`expressnet models` lists them; default: the default one), checkpoint or .onnx file."
+BACKEND_HELP = "auto (a shipped model's inference file on the CPU, torch on a GPU; never a timing), onnx or torch."
 DATA_HELP = "Dataset path or name (fer2013, ferplus, ferplus-majority, rafdb; A+B combines datasets)."
 
 
@@ -90,8 +90,51 @@ def _needs(extra: str) -> Iterator[None]:
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/] {escape(message)}")
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
+
+
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help="A shipped model: its whole record.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="The records as JSON on stdout.")] = False,
+    markdown: Annotated[bool, typer.Option(help="The README's models table (Markdown).")] = False,
+) -> None:
+    """The shipped models: one record each (files and sha256, the inference file and its precision, classes,
+    preprocessing, metrics measured on the inference file, recipe, licence and data notes)."""
+    import json
+
+    from .hub import CheckpointError, default_model, get_record, markdown_table, metric_text, records
+
+    try:
+        chosen = [get_record(name)] if name is not None else list(records().values())
+    except CheckpointError as exc:
+        _fail(str(exc))
+    if json_out:
+        typer.echo(json.dumps([r.to_dict() for r in chosen], indent=1))
+        return
+    if markdown:
+        typer.echo(markdown_table(chosen, default_model()))
+        return
+    if name is not None:
+        record = chosen[0]
+        for key, value in record.to_dict().items():
+            if key in ("files", "metrics", "recipe", "preprocessing"):
+                value = json.dumps(value)
+            console.print(f"[bold]{key}[/]: {escape(str(value))}", highlight=False)
+        return
+    table = Table(caption="expressnet models NAME: a whole record; test figures measured on the inference file")
+    for column in ("name", "classes", "input", "runs", "test accuracy"):
+        table.add_column(column)
+    for record in chosen:
+        pre = record.preprocessing
+        size = f"{pre['input_size']}x{pre['input_size']} {'gray' if pre['channels'] == 1 else 'RGB'}"
+        metric = record.test_metric()
+        shown = "" if metric is None else metric_text(metric)
+        runs = f"{record.precision} {'ONNX' if record.backend == 'onnx' else 'torch'}"
+        label = record.name + (" (default)" if record.name == default_model() else "")
+        table.add_row(label, str(len(record.classes)), size, runs, shown)
+    console.print(table)
 
 
 @app.command()
@@ -166,7 +209,11 @@ def evaluate(
     ablation: Annotated[bool, typer.Option(help="Drop-one-expert ablation (MoE models, torch backend).")] = True,
     batch_size: Annotated[int, typer.Option()] = 256,
     backend: Annotated[
-        str | None, typer.Option(help="torch or onnx (default: onnx for .onnx files, else torch).")
+        str | None,
+        typer.Option(
+            help="torch, onnx, or auto (a shipped model's inference file: the figures users get). Default: onnx "
+            "for .onnx files, else torch (routing analysis and the expert ablation need torch)."
+        ),
     ] = None,
 ) -> None:
     """Accuracy, macro-F1, balanced accuracy, per-class scores, confusion matrix, ECE, MoE routing and ablation."""
@@ -189,6 +236,7 @@ def evaluate(
     temperature = net.metadata.get("temperature", 1.0)
     result = {
         "model": str(model),
+        "provenance": net.provenance(),
         "backend": net.backend,
         "data": str(data),
         "split": split,
@@ -240,9 +288,15 @@ def data_report_cmd(
 def predict(
     source: Annotated[str, typer.Argument(help="Image, folder, glob ('photos/*.jpg'), video file or camera index.")],
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "default",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     detector: Annotated[str, typer.Option(help="blazeface, haar, or none (inputs are face crops).")] = "blazeface",
-    json_out: Annotated[str | None, typer.Option("--json", help="Write one JSON line per face per frame.")] = None,
-    csv_out: Annotated[str | None, typer.Option("--csv", help="Write one CSV row per face per frame.")] = None,
+    json_out: Annotated[
+        str | None,
+        typer.Option("--json", help="Write one JSON line per image or frame (the API's schema); '-': stdout."),
+    ] = None,
+    csv_out: Annotated[str | None, typer.Option("--csv", help="Write one CSV row per face per frame; '-': stdout.")] = (
+        None
+    ),
     save_annotated: Annotated[
         str | None, typer.Option(help="Folder for annotated images/videos (<name>_annotated.*).")
     ] = None,
@@ -263,7 +317,7 @@ def predict(
         str, typer.Option(help="No face found: skip (no row), or whole (classify the whole image, score 0).")
     ] = "skip",
     all_frames: Annotated[
-        bool, typer.Option(help="Also write a row (face_detected false) for each frame or image without a face.")
+        bool, typer.Option(help="CSV/Parquet: also a row (face_detected false) for each frame or image without a face.")
     ] = False,
     align: Annotated[bool, typer.Option(help="Rotate faces so the eyes are level (BlazeFace landmarks).")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the classifier and detector.")] = None,
@@ -286,20 +340,28 @@ def predict(
     workers: Annotated[int, typer.Option(help="--engine local: decoding/detection threads.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Images (or video frames) classified in one batch.")] = 8,
 ) -> None:
-    """Detect faces and classify their expressions, streaming: inputs are read lazily (a folder, --recursive, a
-    glob, or a .txt/.csv file listing paths), rows are written as they come, and a killed run continues with
-    --resume. Exit code 0: all inputs processed; 1: some inputs failed (one line each on stderr and in the
-    summary; the others were processed and written); 2: usage error (bad option, no such source, unusable
-    model, an output that exists) or an output that cannot be written."""
+    """Detect faces and classify their expressions. Without an output option the results are printed as a table
+    (source, frame and time, face, box, emotion and probability, runner-up); --json/--csv/--parquet write them
+    (--json - and --csv - to stdout, with messages on stderr). Streaming: inputs are read lazily (a folder,
+    --recursive, a glob, or a .txt/.csv file listing paths), results are written as they come, and a killed run
+    continues with --resume. Every output names the model, its file's sha256 prefix, the backend and precision.
+    Exit code 0: all inputs processed; 1: some inputs failed (one line each on stderr and in the summary; the
+    others were processed and written); 2: usage error (bad option, no such source or camera, unusable model, an
+    output that exists) or an output that cannot be written."""
     import os
+    import sys
 
-    from .checkpoint import CheckpointError
     from .data import DataError
     from .faces.model_files import DetectorModelError
+    from .hub import CheckpointError
     from .infer.predict import run_predict
     from .infer.recognizer import Recognizer
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg stays quiet: each bad video gets one error line
+    if "-" in (json_out, csv_out) and (json_out == csv_out or parquet == "-"):
+        _fail("standard output ('-') takes one output: --json - or --csv -")
+    to_stdout = "-" in (json_out, csv_out)
+    table = json_out is None and csv_out is None and parquet is None
     options: dict = {}
     if detector in ("blazeface", "haar"):
         options.update(retry=retry, no_face=no_face)
@@ -311,14 +373,27 @@ def predict(
         options.update(model=blazeface_model, tiles=tiles if tiles == "auto" else int(tiles), threads=threads)
     if threads is not None:
         import cv2
-        import torch
 
-        torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-    err = Console(stderr=True, soft_wrap=True)
-    spec = {"model": model, "detector": detector, "detector_options": options, "align": align, "threads": threads}
+    # messages go where the results do not: stderr when the results are on stdout
+    out = err_console if to_stdout else console
+    spec = {
+        "model": model,
+        "detector": detector,
+        "detector_options": options,
+        "align": align,
+        "threads": threads,
+        "backend": backend,
+    }
+
+    def show(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
     try:
-        recognizer = Recognizer(model, detector, detector_options=options, align=align)
+        recognizer = Recognizer(
+            model, detector, detector_options=options, align=align, backend=backend, threads=threads
+        )
         summary = run_predict(
             source,
             recognizer,
@@ -328,8 +403,8 @@ def predict(
             every,
             smooth,
             max_frames,
-            progress,
-            warn=lambda message: err.print(f"[red]error:[/] {escape(message)}", highlight=False),
+            progress and not table,  # the table is the progress
+            warn=lambda message: err_console.print(f"[red]error:[/] {escape(message)}", highlight=False),
             all_frames=all_frames,
             parquet=parquet,
             recursive=recursive,
@@ -348,17 +423,18 @@ def predict(
             recognizer_spec=spec,
             batch_size=batch_size,
             workers=workers,
+            show=show if table else None,
         )
-    except ModuleNotFoundError as exc:  # ray, pyarrow: the message names the extra
+    except ModuleNotFoundError as exc:  # ray, pyarrow, torch: the message names the extra
         _fail(str(exc))
     except (DataError, CheckpointError, DetectorModelError, ValueError, OSError) as exc:
         _fail(str(exc))
     if summary.complete:
-        console.print("already complete (no progress journal beside the outputs): nothing to resume")
+        out.print("already complete (no progress journal beside the outputs): nothing to resume")
     else:
-        console.print(summary.line())
+        out.print(summary.line(), highlight=False)
     for path in summary.outputs:
-        console.print(f"wrote {path}", highlight=False)
+        out.print(f"wrote {path}", highlight=False)
     if summary.failures:
         raise typer.Exit(1)
 
@@ -382,6 +458,8 @@ def summarize(
         _fail(str(exc))
     for path in report["files"]:
         console.print(f"wrote {path}", highlight=False)
+    if "pictures" in report:
+        console.print(f"pictures {report['pictures']}", highlight=False, markup=False)
 
 
 @app.command("fetch-detectors")
@@ -569,7 +647,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "default",
-    backend: Annotated[str, typer.Option(help="Classifier backend: auto (fastest available), torch or onnx.")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     detector: Annotated[str, typer.Option(help="blazeface, haar, or none (uploads are face crops).")] = "blazeface",
     workers: Annotated[int, typer.Option(help="Inference threads.")] = 2,
     queue: Annotated[int, typer.Option(help="Jobs that may wait for a thread; beyond that 503 + Retry-After.")] = 8,
@@ -580,8 +658,10 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """HTTP API (/v1/faces, /v1/videos, WS /v1/stream; OpenAPI at /docs), metrics and a browser page at /."""
-    from .serve import Settings, run
+    """HTTP API (/v1/faces, /v1/videos, WS /v1/stream; OpenAPI at /docs), metrics and a browser page at /. The URL
+    is printed once the model is loaded and the port accepts connections."""
+    with _needs("serve"):
+        from .serve import Settings, run
 
     try:
         settings = Settings(
@@ -599,8 +679,11 @@ def serve(
         )
     except ValueError as exc:
         _fail(str(exc))
-    console.print(f"ExpressNet on http://{host}:{port}/ (API docs at /docs)", highlight=False)
-    run(settings)
+
+    def ready() -> None:
+        console.print(f"ExpressNet on http://{host}:{port}/ (API docs at /docs)", highlight=False)
+
+    run(settings, on_ready=ready)
 
 
 def main() -> None:

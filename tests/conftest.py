@@ -80,8 +80,8 @@ ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "ast
 def save_tiny_checkpoint(path: Path, **metadata) -> Path:
     """An untrained ``tiny`` FER-2013 model (48x48 gray, seed 0) saved at ``path``; ``metadata`` adds to or replaces
     the defaults (no flip averaging, no temperature). torch is imported here, when a test asks for a checkpoint, so
-    tests that need none collect without it."""
-    import torch
+    tests that need none collect without it (and, in the core install without torch, skip)."""
+    torch = pytest.importorskip("torch", reason="a torch checkpoint: the torch extra (make test-core runs without)")
 
     from expressnet.checkpoint import save_checkpoint
     from expressnet.data import Preprocessing

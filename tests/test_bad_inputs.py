@@ -6,7 +6,6 @@ batch goes on; no traceback; exit code 1 when some inputs failed. A tiny untrain
 from __future__ import annotations
 
 import io
-import json
 import os
 import struct
 import zlib
@@ -24,6 +23,7 @@ from test_predict_cli import predict
 from expressnet import Recognizer
 from expressnet.data import DataError
 from expressnet.data.images import read_image
+from expressnet.infer.outputs import read_rows
 from expressnet.infer.sources import is_video_path
 
 ROOT = os.geteuid() == 0  # root reads files whatever their mode
@@ -291,7 +291,7 @@ def test_the_cli_answers_every_input(corpus, checkpoint, tmp_path):
     assert result.exit_code == 1, result.output  # some inputs failed, the others were processed
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output and "Traceback" not in result.stderr
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = read_rows(out)  # the flat view of the frame results: a row per face, or per image without one
     answered = {Path(r["source"]).name for r in rows}
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     for name, kind in kinds.items():

@@ -358,6 +358,6 @@ def test_turned_photos_give_the_same_emotion(shipped):
         same = sum(
             bool(faces) and faces[0].emotion == upright[p.name][0].emotion
             for p in photos
-            for faces in [shipped.predict(np.ascontiguousarray(np.rot90(read_image(p), turns)))]
+            for faces in [shipped.predict(np.ascontiguousarray(np.rot90(read_image(p), turns)), color="rgb")]
         )
         assert same >= len(photos) - 1, f"{turns * 90} degrees: {same} of {len(photos)}"

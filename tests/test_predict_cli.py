@@ -1,5 +1,7 @@
-"""``expressnet predict``: sources of every kind, JSONL/CSV rows, annotated outputs, failures that do not stop
-the batch, and inputs that are never written over. A tiny untrained checkpoint keeps these fast."""
+"""``expressnet predict``: the results table on the terminal, JSON lines (the API's frame results) and CSV rows
+(their flat view) to files or stdout, every output naming its model, the exit codes, sources of every kind,
+annotated outputs, failures that do not stop the batch, and inputs that are never written over. A tiny untrained
+checkpoint keeps the pipeline tests fast; the front-door tests run the shipped default model (no torch)."""
 
 from __future__ import annotations
 
@@ -7,28 +9,35 @@ import csv
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
 import pytest
-import torch
 from conftest import ASTRONAUT, real_data
 from typer.testing import CliRunner
 
+import expressnet
 from expressnet.cli import app
 from expressnet.data.labels import FER2013_CLASSES
-from expressnet.infer.outputs import columns
+from expressnet.infer.outputs import MODEL_COLUMNS, columns, read_rows
 from expressnet.infer.recognizer import Recognizer
 
 runner = CliRunner()
 
 
 def predict(*args: str | Path):
-    threads = torch.get_num_threads()  # --threads sets it for the process: restore it for the other tests
+    torch = sys.modules.get("torch")  # --threads sets torch's threads where torch runs: restore them
+    threads = torch.get_num_threads() if torch is not None else None
     try:
         return runner.invoke(app, ["predict", *map(str, args), "--threads", "1", "--no-progress"])
     finally:
-        torch.set_num_threads(threads)
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+
+def json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -71,8 +80,12 @@ def test_folder_with_a_corrupt_file(checkpoint, photo_folder, tmp_path):
     assert list(rows[0]) == columns(FER2013_CLASSES) and len(rows) == 1
     assert rows[0]["source"].endswith("a_astronaut.jpg") and rows[0]["frame"] == "0" and rows[0]["time_s"] == ""
     assert sum(float(rows[0][f"p_{c}"]) for c in FER2013_CLASSES) == pytest.approx(1.0, abs=1e-4)
-    lines = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
-    assert len(lines) == 1 and lines[0]["time_s"] is None and lines[0]["emotion"] == rows[0]["emotion"]
+    assert (rows[0]["model"], rows[0]["backend"], rows[0]["precision"]) == ("tiny.safetensors", "torch", "float32")
+    lines = json_lines(out / "rows.jsonl")  # one line per image, with or without faces
+    assert [len(line["faces"]) for line in lines] == [1, 0] and lines[0]["time_s"] is None
+    assert lines[0]["faces"][0]["emotion"] == rows[0]["emotion"] and lines[0]["image"] == {"width": 512, "height": 512}
+    assert lines[0]["model"]["sha256"] == rows[0]["model_sha256"] and len(rows[0]["model_sha256"]) == 12
+    assert read_rows(out / "rows.jsonl")[0] == {**read_rows(out / "rows.csv")[0], **read_rows(out / "rows.jsonl")[0]}
     assert sorted(p.name for p in (out / "annotated").iterdir()) == [
         "a_astronaut_annotated.jpg",
         "b_blank_annotated.png",
@@ -107,9 +120,9 @@ def test_single_image_to_jsonl_with_other_detectors(checkpoint, tmp_path):
         out = tmp_path / f"{detector}.jsonl"
         result = predict(ASTRONAUT, "--model", checkpoint, "--detector", detector, "--json", out)
         assert result.exit_code == 0, result.output
-        rows = [json.loads(line) for line in out.read_text().splitlines()]
-        assert len(rows) == faces and rows[0]["face"] == 0 and rows[0]["track_id"] is None
-    assert rows[0]["w"] == 512 and rows[0]["score"] == 1.0  # none: the whole image is the face
+        (line,) = json_lines(out)
+        assert len(line["faces"]) == faces and line["faces"][0]["track_id"] is None
+    assert line["faces"][0]["box"][2] == 512 and line["faces"][0]["score"] == 1.0  # none: the whole image
 
 
 @pytest.mark.data
@@ -155,7 +168,9 @@ def test_all_frames_and_the_no_face_rule(checkpoint, photo_folder, tmp_path):
     out = tmp_path / "whole.jsonl"
     result = predict(photo_folder / "b_blank.png", "--model", checkpoint, "--json", out, "--no-face", "whole")
     assert result.exit_code == 0, result.output
-    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    (line,) = json_lines(out)
+    assert line["faces"][0]["score"] == 0.0 and line["faces"][0]["box"] == [0, 0, 512, 512]
+    (row,) = read_rows(out)  # the flat view
     assert row["face_detected"] is False and row["score"] == 0.0 and row["emotion"] in FER2013_CLASSES
     assert (row["x"], row["y"], row["w"], row["h"]) == (0, 0, 512, 512)
     assert predict(ASTRONAUT, "--model", checkpoint, "--no-face", "guess").exit_code == 2
@@ -176,8 +191,96 @@ def test_a_bug_is_not_reported_as_a_bad_file(checkpoint, photo_folder, monkeypat
 def test_all_frames_of_a_video_without_faces(checkpoint, tmp_path):
     video = real_data("photos/video/no_face_pyfeat.mp4")
     out = tmp_path / "rows.jsonl"
-    result = predict(video, "--model", checkpoint, "--json", out, "--every", "10", "--all-frames", "--retry", "none")
+    result = predict(video, "--model", checkpoint, "--json", out, "--every", "10", "--retry", "none")
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted({r["frame"] for r in rows}) == list(range(0, 98, 10))  # no holes in the timeline
-    assert all(r["face_detected"] == (r["face"] is not None) for r in rows)
+    lines = json_lines(out)  # a line per processed frame, faces or not: no holes in the timeline
+    assert [line["frame"] for line in lines] == list(range(0, 98, 10))
+    assert all(line["image"] == lines[0]["image"] and line["image"]["width"] > 0 for line in lines)
+    rows = read_rows(out)
+    assert all(r["face_detected"] == (r["face"] is not None) for r in rows) and len(rows) >= len(lines)
+
+
+# The front door: what a user gets from `expressnet predict photo.jpg` with the shipped default model (no torch).
+
+
+def test_results_are_shown_as_a_table_without_an_output_option():
+    result = predict(ASTRONAUT)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["source", "frame", "time", "face", "box", "x,y,w,h", "emotion", "p", "runner-up"]
+    cells = lines[1].split()
+    assert cells[0] == "astronaut.jpg" and cells[1:4] == ["-", "-", "0"] and cells[5] == "happy"
+    assert 0.5 < float(cells[6]) <= 1 and float(cells[8]) < float(cells[6])  # runner-up: name and probability
+    record = expressnet.get_record()
+    model = f"model {record.name} ({record.sha256()[:12]}, {record.backend} {record.precision})"
+    assert "1 file(s), 1 frame(s), 1 face(s), 0 failure(s)" in lines[2] and model in lines[2]
+    assert not result.stderr.strip("\n") or "error" not in result.stderr
+
+
+def test_dash_writes_to_stdout_and_messages_to_stderr(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # no file named '-' is written, so a second run works too
+        result = predict(ASTRONAUT, "--json", "-")
+        assert result.exit_code == 0, result.output
+        (line,) = [json.loads(x) for x in result.stdout.splitlines()]
+        assert line["faces"][0]["emotion"] == "happy" and line["model"]["name"] == expressnet.get_record().name
+        assert "1 file(s)" in result.stderr and not (tmp_path / "-").exists()
+    result = predict(ASTRONAUT, "--csv", "-")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert len(rows) == 1 and rows[0]["emotion"] == "happy" and list(rows[0])[-4:] == list(MODEL_COLUMNS)
+    assert predict(ASTRONAUT, "--json", "-", "--csv", "-").exit_code == 2
+    result = predict(ASTRONAUT, "--json", "-", "--resume")
+    assert result.exit_code == 2 and "cannot be resumed" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_same_photos_give_byte_identical_results(tmp_path):
+    """No timing decides anything: two runs write the same bytes."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(ASTRONAUT, folder / "a.jpg")
+    cv2.imwrite(str(folder / "b.png"), cv2.imread(str(ASTRONAUT))[::2, ::-2])
+    outputs = []
+    for run in (1, 2):
+        result = predict(folder, "--json", tmp_path / f"{run}.jsonl", "--csv", tmp_path / f"{run}.csv")
+        assert result.exit_code == 0, result.output
+        outputs.append([(tmp_path / f"{run}.{kind}").read_bytes() for kind in ("jsonl", "csv")])
+    assert outputs[0] == outputs[1]
+
+
+def test_backend_option_and_exit_codes(checkpoint):
+    result = predict(ASTRONAUT, "--backend", "tflite")
+    assert result.exit_code == 2 and "unknown classifier backend 'tflite'" in result.stderr
+    result = predict(ASTRONAUT, "--model", checkpoint, "--backend", "onnx", "--json", "-")
+    if result.exit_code == 0:  # the checkpoint is exported to ONNX on first use (needs the export extra)
+        assert json.loads(result.stdout)["model"]["backend"] == "onnx"
+    result = predict(ASTRONAUT, "--model", checkpoint, "--backend", "torch", "--json", "-")
+    assert result.exit_code == 0 and json.loads(result.stdout)["model"]["backend"] == "torch"
+
+
+def test_a_camera_that_is_not_there_is_a_usage_error():
+    result = predict("7")  # camera index 7: none on a test machine
+    assert result.exit_code == 2, result.output
+    assert "camera:7: cannot open" in result.stderr and "WARN" not in result.output
+
+
+def test_results_as_a_dataframe(tmp_path):
+    pd = pytest.importorskip("pandas", reason="read_results needs pandas (the analysis extra)")
+    out = tmp_path / "rows"
+    result = predict(ASTRONAUT, "--json", out.with_suffix(".jsonl"), "--csv", out.with_suffix(".csv"))
+    assert result.exit_code == 0, result.output
+    from_json, from_csv = (expressnet.read_results(out.with_suffix(s)) for s in (".jsonl", ".csv"))
+    assert isinstance(from_json, pd.DataFrame) and len(from_json) == len(from_csv) == 1
+    assert list(from_csv.columns) == columns(FER2013_CLASSES) and set(from_json.columns) == set(from_csv.columns)
+    assert from_csv["face_detected"].dtype == bool and from_csv["p_happy"].dtype == float
+    assert from_json.loc[0, "emotion"] == from_csv.loc[0, "emotion"] == "happy"
+    assert from_json.loc[0, "p_happy"] == pytest.approx(from_csv.loc[0, "p_happy"])
+
+
+def test_a_resumed_video_says_where_it_went_on():
+    from expressnet.infer.predict import PredictSummary
+
+    summary = PredictSummary(files=1, frames=40, resumed_at=0, resumed_in="clip.mp4", resumed_frame=120, seconds=1)
+    assert "(resumed after 0 input(s), in clip.mp4 at frame 120)" in summary.line()
+    assert "(resumed after 3 input(s))" in PredictSummary(resumed_at=3).line()

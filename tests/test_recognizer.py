@@ -1,5 +1,6 @@
 """Recognizer: inputs of every kind, robustness to odd and broken images, batching, user boxes, video
-tracking and smoothing. A tiny untrained model keeps these fast; label quality is not tested here."""
+tracking and smoothing, the face schema. The shipped default model on its inference file (no torch needed; label
+quality is not tested here); a tiny untrained torch model where a test needs torch."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from conftest import real_data
 from PIL import Image
 
-from expressnet import Recognizer, create_model
+import expressnet
+from expressnet import Recognizer
 from expressnet.data import DataError, Preprocessing
 from expressnet.data.images import array_to_rgb, read_image
 from expressnet.data.labels import FER2013_CLASSES
@@ -26,10 +27,11 @@ ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "ast
 FACE_CENTRE = (227, 122)  # of the astronaut's face in the 512x512 photo (BlazeFace box centre, +-10 px)
 
 
-def tiny_model(channels: int = 1) -> torch.nn.Module:
-    """An untrained tiny ExpressNet with the attributes a loaded checkpoint has."""
+def tiny_model(channels: int = 1):
+    """An untrained tiny ExpressNet with the attributes a loaded checkpoint has (needs torch)."""
+    torch = pytest.importorskip("torch", reason="a torch model: the torch extra")
     torch.manual_seed(0)
-    model = create_model("tiny", num_classes=7, in_channels=channels).eval()
+    model = expressnet.create_model("tiny", num_classes=7, in_channels=channels).eval()
     model.class_names = FER2013_CLASSES
     model.preprocessing = Preprocessing(48, channels)
     model.metadata = {"tta_flip": True}
@@ -38,7 +40,8 @@ def tiny_model(channels: int = 1) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def recognizer() -> Recognizer:
-    return Recognizer(tiny_model(), detector_options={"threads": 1})
+    """The default model on its inference file (ONNX Runtime: no torch)."""
+    return Recognizer(detector_options={"threads": 1})
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +58,24 @@ def assert_one_astronaut_face(faces, scale: float = 1.0, name: str = "") -> None
 
 
 def test_face_result_fields(recognizer, astronaut):
-    faces = recognizer.predict(astronaut)
+    faces = recognizer.predict(astronaut, color="rgb")
     assert_one_astronaut_face(faces)
     face = faces[0]
     assert all(isinstance(v, int) for v in face.box) and 0 < face.score <= 1
     assert list(face.probabilities) == list(FER2013_CLASSES)
     assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
     assert face.emotion == max(face.probabilities, key=face.probabilities.get)
-    d = face.to_dict()
-    assert set(d) == {"box", "score", "emotion", "probabilities", "landmarks"} and len(d["landmarks"]) == 6
+    d = face.to_dict()  # the one face schema (the API's and predict --json's)
+    assert set(d) == {"box", "score", "emotion", "probabilities", "track_id", "landmarks"} and len(d["landmarks"]) == 6
+    assert d["track_id"] is None and d["score"] == round(face.score, 4)
+    assert d["probabilities"] == {c: round(p, 6) for c, p in face.probabilities.items()}
+    assert face.runner_up[0] != face.emotion and face.runner_up[1] <= face.probabilities[face.emotion]
+    assert recognizer.provenance() == recognizer.classifier.provenance()
+    assert set(recognizer.provenance()) == {"name", "file", "sha256", "backend", "precision"}
 
 
 def test_no_face_gives_an_empty_list(recognizer):
-    assert recognizer.predict(np.full((480, 640, 3), 100, dtype=np.uint8)) == []
+    assert recognizer.predict(np.full((480, 640, 3), 100, dtype=np.uint8), color="rgb") == []
 
 
 def test_input_kinds_agree(recognizer, astronaut):
@@ -83,6 +91,32 @@ def test_input_kinds_agree(recognizer, astronaut):
         np.testing.assert_allclose(list(face.probabilities.values()), list(reference.probabilities.values()))
     with pytest.raises(TypeError, match="path, PIL image or numpy array"):
         recognizer.predict(12)
+
+
+def test_colour_arrays_need_their_channel_order(recognizer, astronaut):
+    """OpenCV reads BGR, PIL RGB, and the pixels cannot tell: a colour array without ``color`` is an error that
+    says what to pass, never a silent guess (a BGR photo read as RGB turns happy 0.89 into 0.73)."""
+    bgr = np.ascontiguousarray(astronaut[..., ::-1])
+    for array in (bgr, np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)])):
+        with pytest.raises(ValueError, match="color='bgr' for OpenCV"):
+            recognizer.predict(array)
+        with pytest.raises(ValueError, match="color='bgr'"):
+            recognizer.predict_batch([array])
+    assert recognizer.predict(bgr, color="bgr")[0].box == recognizer.predict(astronaut, color="rgb")[0].box
+    gray = np.ascontiguousarray(astronaut[..., 1])
+    assert len(recognizer.predict(gray)) == 1  # one channel: nothing to say
+
+
+def test_a_list_given_to_predict_points_to_predict_batch(recognizer):
+    for many in ([ASTRONAUT, ASTRONAUT], (ASTRONAUT,)):
+        with pytest.raises(TypeError, match=r"predict_batch\(\[\.\.\.\]\)"):
+            recognizer.predict(many)
+
+
+def test_the_public_names_are_listed():
+    names = dir(expressnet)
+    for name in ("Recognizer", "Face", "list_models", "read_results", "load_model", "create_model", "__version__"):
+        assert name in names and name in expressnet.__all__, name
 
 
 def test_array_conversions(astronaut):
@@ -148,9 +182,9 @@ def test_broken_files_are_named_and_the_batch_continues(recognizer, tmp_path):
 def test_predict_batch_equals_predict(recognizer, astronaut):
     small = np.ascontiguousarray(astronaut[::2, ::2])
     images = [astronaut, np.full((100, 100, 3), 0, np.uint8), small]
-    batched = recognizer.predict_batch(images)
+    batched = recognizer.predict_batch(images, color="rgb")
     for image, faces in zip(images, batched):
-        single = recognizer.predict(image)
+        single = recognizer.predict(image, color="rgb")
         assert [f.box for f in faces] == [f.box for f in single]
         for a, b in zip(faces, single):
             np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-5)
@@ -158,10 +192,10 @@ def test_predict_batch_equals_predict(recognizer, astronaut):
 
 
 def test_user_boxes_and_whole_image_detector(recognizer, astronaut):
-    faces = recognizer.predict(astronaut, boxes=[(180, 70, 100, 100), (0, 0, 50, 50)])
+    faces = recognizer.predict(astronaut, boxes=[(180, 70, 100, 100), (0, 0, 50, 50)], color="rgb")
     assert [f.box for f in faces] == [(180, 70, 100, 100), (0, 0, 50, 50)] and faces[0].score == 1.0
     crop = astronaut[60:190, 160:300]
-    whole = Recognizer(recognizer.model, "none").predict(crop)
+    whole = Recognizer(recognizer.classifier, "none").predict(crop, color="rgb")
     assert len(whole) == 1 and whole[0].box == (0, 0, 140, 130)
 
 
@@ -170,7 +204,7 @@ def test_rgb_model_and_alignment(astronaut):
     and is closer to the crop of the upright photo."""
     aligned = Recognizer(tiny_model(channels=3), align=True, detector_options={"threads": 1})
     plain = Recognizer(aligned.classifier, align=False, detector_options={"threads": 1})
-    assert_one_astronaut_face(aligned.predict(astronaut))
+    assert_one_astronaut_face(aligned.predict(astronaut, color="rgb"))
     h, w = astronaut.shape[:2]
     turn = cv2.getRotationMatrix2D(FACE_CENTRE, 20, 1.0)
     tilted = cv2.warpAffine(astronaut, turn, (w, h), borderMode=cv2.BORDER_REPLICATE)
@@ -242,15 +276,14 @@ def test_unreadable_video_is_named(recognizer, tmp_path):
 
 
 def test_import_expressnet_stays_light():
-    code = "import expressnet, sys; print(sorted(m for m in ('cv2', 'ai_edge_litert', 'PIL') if m in sys.modules))"
+    heavy = ("cv2", "ai_edge_litert", "PIL", "torch", "onnxruntime", "numpy")
+    code = f"import expressnet, sys; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
-def test_default_model_on_the_demo_image():
-    from expressnet.hub import shipped_models
-
-    if "fer2013" not in shipped_models():
-        pytest.skip("no shipped default model (expressnet/weights/fer2013.safetensors) in this checkout")
-    faces = Recognizer(detector_options={"threads": 1}).predict(ASTRONAUT)
+def test_default_model_on_the_demo_image(recognizer):
+    faces = recognizer.predict(ASTRONAUT)
     assert_one_astronaut_face(faces)
+    assert faces[0].emotion == "happy"  # the astronaut smiles
+    assert recognizer.classifier.backend == expressnet.get_record().backend  # the record's inference file

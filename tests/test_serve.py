@@ -9,6 +9,8 @@ import json
 import re
 import socket
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +32,7 @@ from expressnet.cli import app as cli_app
 from expressnet.data.images import decode_image_bytes
 from expressnet.infer.outputs import columns
 from expressnet.serve import Settings, create_app, serve_in_thread
+from expressnet.serve.app import free_port
 from expressnet.serve.engine import Engine
 
 GROUP = "photos/group/bbt1_faceapi.jpg"  # 4 frontal faces, 1366x768
@@ -105,13 +108,17 @@ def test_faces_multipart_real_group_photo(client, group_jpeg):
     expected = reference_faces(client, group_jpeg)
     assert len(body["faces"]) == len(expected) >= 3  # 4 people, frontal
     assert [f["box"] for f in body["faces"]] == [f["box"] for f in expected]
-    classes = body["model"]["classes"]
+    classes = list(client.app.state.engine.recognizer.class_names)
+    # a frame result, as each line of predict --json: the one schema (docs/results.md)
+    assert body["source"] == "group.jpg" and body["frame"] == 0 and body["time_s"] is None
+    assert body["model"] == client.app.state.engine.recognizer.provenance()
+    assert set(body["model"]) == {"name", "file", "sha256", "backend", "precision"}
     for face in body["faces"]:
-        assert set(face) >= {"box", "score", "emotion", "probabilities", "landmarks"}
+        assert set(face) == {"box", "score", "emotion", "probabilities", "track_id", "landmarks"}
         x, y, w, h = face["box"]
         assert 0 <= x < 1366 and 0 <= y < 768 and w > 20 and h > 20
         assert face["emotion"] in classes and list(face["probabilities"]) == classes
-        assert sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-6)
+        assert sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-5)  # 6 decimals each
     assert body["model"]["backend"] in ("torch", "onnx")
     assert set(body["timing_ms"]) == {"read", "queue", "decode", "inference", "total"}
     assert len(r.headers["x-request-id"]) == 32
@@ -257,6 +264,9 @@ class FailingRecognizer:
 
     class_names = ("happy", "sad")
     detector = "fake"
+
+    def provenance(self):
+        return {"name": "failing", "file": None, "sha256": None, "backend": "none", "precision": "float32"}
 
     def predict_rgb(self, images):
         raise RuntimeError("secret internal detail")
@@ -416,6 +426,8 @@ def test_video_ndjson(client, upload_dir):
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert [line["frame"] for line in lines] == list(range(0, 72, 6))
     assert all(len(line["faces"]) == 1 and line["faces"][0]["track_id"] == 0 for line in lines)
+    model = client.app.state.engine.recognizer.provenance()  # the frame results of predict --json
+    assert all(line["model"] == model and line["image"] == {"width": 640, "height": 360} for line in lines)
     assert list(upload_dir.iterdir()) == []
 
 
@@ -428,6 +440,8 @@ def test_video_csv_multipart(client, upload_dir):
     rows = r.text.splitlines()
     assert rows[0] == ",".join(columns(client.app.state.engine.recognizer.class_names))  # the CLI's columns
     assert len(rows) == 4 and rows[1].startswith("clip.mp4,0,0.0,")
+    model = client.app.state.engine.recognizer.provenance()
+    assert rows[1].endswith(f",{model['name']},{model['sha256']},{model['backend']},{model['precision']}")
     assert list(upload_dir.iterdir()) == []
 
 
@@ -543,8 +557,26 @@ def test_settings_defaults_and_validation():
 
 def test_cli_serve_builds_settings(monkeypatch):
     seen = []
-    monkeypatch.setattr(expressnet.serve, "run", seen.append)
+    monkeypatch.setattr(expressnet.serve, "run", lambda settings, on_ready=None: seen.append(settings))
     result = CliRunner().invoke(cli_app, ["serve", "--port", "8123", "--workers", "3"], env={"EXPRESSNET_API_KEY": "k"})
     assert result.exit_code == 0, result.output
     assert seen[0].host == "127.0.0.1" and seen[0].port == 8123 and seen[0].workers == 3 and seen[0].api_key == "k"
+    assert "http://" not in result.output  # the URL is printed when the server is ready, not before
     assert CliRunner().invoke(cli_app, ["serve", "--workers", "0"]).exit_code == 2
+
+
+@pytest.mark.slow
+def test_serve_accepts_connections_when_it_prints_its_url(tmp_path):
+    """`expressnet serve` prints its URL once the model is loaded and the port is bound: a request sent the
+    moment the line appears is answered."""
+    port = free_port()
+    command = [sys.executable, "-m", "expressnet", "serve", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in line, line
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30)
+        assert r.status_code == 200 and r.json()["ready"] is True
+    finally:
+        process.terminate()
+        process.wait(30)

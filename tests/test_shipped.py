@@ -1,6 +1,6 @@
 """Regression check of the shipped models: accuracy on a fixed, seeded 300-image sample of each model's
 validation split stays within 1 point of the figure recorded in its metadata (``metrics.check``, written by
-``expressnet.evaluate.pack.record_check``)."""
+``expressnet.evaluate.pack.record_check``); the metrics each model's record gives are those of its inference file."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from conftest import real_data
 from safetensors.torch import load_file
 
 from expressnet.checkpoint import read_metadata
+from expressnet.data import load_dataset, prepare_split
 from expressnet.data.registry import KNOWN_FILES
 from expressnet.evaluate.pack import record_check
-from expressnet.hub import shipped_models
+from expressnet.hub import records, shipped_models
+from expressnet.runtime import load_classifier
 
 SHIPPED = shipped_models()
 
@@ -78,3 +80,21 @@ def replace_fields(cfg):
     from dataclasses import replace
 
     return replace(cfg, threads=1, test_ablation=False, tensorboard=False)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n, r in records().items() if r.metrics])
+def test_recorded_metrics_are_those_of_the_inference_file(name):
+    """The figures a record (and the README's table) gives are what the file users run gives, to the last digit:
+    its validation protocol evaluated again through ``load_classifier(name)`` (the fixed backend rule)."""
+    record = records()[name]
+    metric = next(m for m in record.metrics if m["role"] == "validation")
+    real_data(KNOWN_FILES[metric["data"]])
+    classifier = load_classifier(name)
+    assert (classifier.backend, classifier.precision) == (metric["backend"], metric["precision"])
+    split = load_dataset(metric["data"]).split(metric["split"]).relabel(classifier.class_names)
+    prepared = prepare_split(split, classifier.preprocessing, progress=False)
+    probabilities = classifier.probabilities(prepared.images.numpy())
+    accuracy = float((probabilities.argmax(1) == prepared.labels.numpy()).mean())
+    assert len(prepared) == metric["n"] and accuracy == pytest.approx(metric["accuracy"], abs=1e-6), name

@@ -179,7 +179,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(checkpoint, tmp_path, k
     assert kills >= 1, "the run finished before it could be killed: make the input longer"
     assert (out / "rows.jsonl.progress").exists()  # the interrupted run's journal
     refused = run_cli(*command)
-    assert refused.wait() == 2 and b"--resume" in refused.stdout.read()
+    assert refused.wait() == 2 and b"--resume" in refused.stderr.read()  # errors go to stderr
     resumed = run_cli(*command, "--resume")
     code = resumed.wait()
     stdout = resumed.stdout.read().decode()

@@ -69,9 +69,11 @@ def test_face_presence_counts_the_frames_without_a_face(tmp_path):
     assert frame_step([0, 4, 12]) == 4 and segment_length(3600) == 600 and segment_length(19.6) == 2
 
 
-def test_missing_matplotlib_names_the_extra(rows, tmp_path, monkeypatch):
+def test_without_matplotlib_the_summary_has_no_pictures_and_names_the_extra(rows, tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = runner.invoke(app, ["summarize", str(rows), "--out", str(tmp_path / "summary")])
-    assert result.exit_code == 2 and "pip install 'expressnet[train]'" in result.output
+    assert result.exit_code == 0 and "pip install 'expressnet[plots]'" in result.output  # the core install
+    assert sorted(p.name for p in (tmp_path / "summary").iterdir()) == ["summary.json", "summary.md"]
+    assert "pip install 'expressnet[plots]'" in (tmp_path / "summary" / "summary.md").read_text()

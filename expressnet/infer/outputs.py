@@ -1,11 +1,23 @@
-"""Prediction outputs: one JSONL line / CSV row per face per frame (and, with ``all_frames``, one row for each
-frame or image without a face), and annotated images and videos.
+"""Prediction outputs in one schema: a **frame result** per image or processed video frame, the same object the
+HTTP API returns (docs/results.md)::
 
-:class:`RowWriter` and the image and video writers write under a temporary name beside the target and rename it
-into place when complete. :class:`RowSink` (long jobs) appends rows as they come instead, to JSONL, CSV and a
-folder of Parquet parts, and keeps a progress journal beside them (``OUT.progress``: the position reached and the
-byte length of every output at that point), so that a run killed at any moment can be resumed: the outputs are
-cut back to the last committed length and the run goes on from the journal's position.
+    {"source": "photos/a.jpg", "frame": 0, "time_s": null, "image": {"width": 512, "height": 512},
+     "faces": [{"box": [x, y, w, h], "score": 0.93, "emotion": "happy", "probabilities": {...},
+                "track_id": null, "landmarks": [[x, y], ...]}],
+     "model": {"name": "fer2013", "file": "fer2013.int8.onnx", "sha256": "ed5290ed5a73", "backend": "onnx",
+               "precision": "int8"}}
+
+``predict --json`` writes one such line per image and processed frame (faces may be ``[]``). The **flat rows** of
+CSV, Parquet and :func:`read_results` (a pandas DataFrame) are a view of it (:func:`flat_rows`): one row per face
+(``x, y, w, h``, ``p_<class>``, the model's name, sha256 prefix, backend and precision in every row), and with
+``all_frames`` one row (``face_detected`` false) for a frame or image without a face. Annotated images and
+videos are drawn here too.
+
+:class:`RowSink` (long jobs) appends results as they come, to JSONL, CSV and a folder of Parquet parts (or to
+standard output: ``-``), and keeps a progress journal beside them (``OUT.progress``: the position reached and
+the byte length of every output at that point), so that a run killed at any moment can be resumed: the outputs are
+cut back to the last committed length and the run goes on from the journal's position. Image and video writers
+write under a temporary name beside the target and rename it into place when complete.
 """
 
 from __future__ import annotations
@@ -13,8 +25,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +54,8 @@ FIXED_COLUMNS = (
     "score",
     "emotion",
 )
+MODEL_COLUMNS = ("model", "model_sha256", "backend", "precision")  # after the p_<class> columns
+STDOUT = "-"
 IMAGE_OUTPUT_SUFFIXES = (".jpg", ".jpeg", ".png")
 PALETTE = {
     "happy": (46, 204, 64),
@@ -55,69 +70,66 @@ PALETTE = {
 
 
 def columns(class_names: Sequence[str]) -> list[str]:
-    """Row fields: the fixed ones, then ``p_<class>`` for each class in the model's order."""
-    return [*FIXED_COLUMNS, *(f"p_{c}" for c in class_names)]
+    """Flat row fields: the fixed ones, ``p_<class>`` for each class in the model's order, then the model's."""
+    return [*FIXED_COLUMNS, *(f"p_{c}" for c in class_names), *MODEL_COLUMNS]
 
 
-def face_rows(
-    source: str, frame: int, time_s: float | None, faces: Sequence[Face], all_frames: bool = False
-) -> list[dict[str, Any]]:
-    """One row per face. A frame without faces has none, or with ``all_frames`` one row with
-    ``face_detected`` false and every face field empty (None; JSON lines have no ``p_*`` keys). Still
-    images have frame 0 and no time_s; ``face_detected`` is also false for the whole-image fallback
-    (``no_face="whole"``: score 0)."""
-    time_s = None if time_s is None else round(time_s, 4)
-    if not faces and all_frames:
-        return [
-            {**dict.fromkeys(FIXED_COLUMNS), "source": source, "frame": frame, "time_s": time_s, "face_detected": False}
-        ]
+def frame_result(
+    source: str,
+    frame: int,
+    time_s: float | None,
+    faces: Sequence[Face],
+    size: tuple[int, int] | None = None,
+    model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One image or video frame in the results schema (see the module docstring); ``size`` is (width, height),
+    ``model`` the classifier's provenance. Still images have frame 0 and no time_s."""
+    return {
+        "source": source,
+        "frame": frame,
+        "time_s": None if time_s is None else round(time_s, 4),
+        "image": None if size is None else {"width": int(size[0]), "height": int(size[1])},
+        "faces": [f.to_dict() for f in faces],
+        "model": model,
+    }
+
+
+def flat_rows(result: dict[str, Any], all_frames: bool = False) -> list[dict[str, Any]]:
+    """The flat view of a frame result: one row per face; a frame without faces has none, or with
+    ``all_frames`` one row with ``face_detected`` false and every face field empty (None). ``face_detected`` is
+    also false for the whole-image fallback (``no_face="whole"``: score 0)."""
+    model = result.get("model") or {}
+    base = {"source": result["source"], "frame": result["frame"], "time_s": result["time_s"]}
+    tail = {
+        "model": model.get("name"),
+        "model_sha256": model.get("sha256"),
+        "backend": model.get("backend"),
+        "precision": model.get("precision"),
+    }
+    if not result["faces"]:
+        if not all_frames:
+            return []
+        return [{**dict.fromkeys(FIXED_COLUMNS), **base, "face_detected": False, **tail}]
     rows = []
-    for index, face in enumerate(faces):
-        x, y, w, h = face.box
-        row = {"source": source, "frame": frame, "time_s": time_s, "face_detected": face.score > 0}
-        row.update(face=index, track_id=face.track_id, x=x, y=y, w=w, h=h, score=round(face.score, 4))
-        row.update(emotion=face.emotion, **{f"p_{c}": round(p, 6) for c, p in face.probabilities.items()})
+    for index, face in enumerate(result["faces"]):
+        x, y, w, h = face["box"]
+        row = {**base, "face_detected": face["score"] > 0, "face": index, "track_id": face.get("track_id")}
+        row.update(x=x, y=y, w=w, h=h, score=face["score"], emotion=face["emotion"])
+        row.update({f"p_{c}": p for c, p in face["probabilities"].items()}, **tail)
         rows.append(row)
     return rows
 
 
-class RowWriter:
-    """Streams rows to a JSONL and/or a CSV file (either may be None); both appear complete when the
-    ``with`` block ends normally and not at all when it raises."""
-
-    def __init__(self, class_names: Sequence[str], jsonl: str | Path | None = None, csv_path: str | Path | None = None):
-        self.fields = columns(class_names)
-        self.targets = {"jsonl": jsonl, "csv": csv_path}
-        self.rows_written = 0
-
-    def __enter__(self) -> RowWriter:
-        self.stack = ExitStack()
-        self.jsonl_file = self.csv_writer = None
-        try:
-            if self.targets["jsonl"] is not None:
-                tmp = self.stack.enter_context(atomic_output(self.targets["jsonl"]))
-                self.jsonl_file = self.stack.enter_context(tmp.open("w"))
-            if self.targets["csv"] is not None:
-                tmp = self.stack.enter_context(atomic_output(self.targets["csv"]))
-                # file names that are not UTF-8 keep their bytes (JSON escapes them)
-                csv_file = self.stack.enter_context(tmp.open("w", newline="", errors="surrogateescape"))
-                self.csv_writer = csv.DictWriter(csv_file, self.fields, restval="")
-                self.csv_writer.writeheader()
-        except BaseException:
-            self.stack.close()
-            raise
-        return self
-
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        for row in rows:
-            if self.jsonl_file is not None:
-                self.jsonl_file.write(json.dumps(row) + "\n")
-            if self.csv_writer is not None:
-                self.csv_writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        self.rows_written += len(rows)
-
-    def __exit__(self, *exc) -> bool:
-        return self.stack.__exit__(*exc)
+def face_rows(
+    source: str,
+    frame: int,
+    time_s: float | None,
+    faces: Sequence[Face],
+    all_frames: bool = False,
+    model: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The flat rows of one image or frame (:func:`flat_rows` of its :func:`frame_result`)."""
+    return flat_rows(frame_result(source, frame, time_s, faces, None, model), all_frames)
 
 
 JOURNAL_VERSION = 1
@@ -128,13 +140,14 @@ INT_COLUMNS = ("frame", "face", "track_id", "x", "y", "w", "h")
 
 @dataclass
 class Record:
-    """The rows of one stream result (an image, a video frame or an unreadable input), as engines hand them to
-    the writer: ``first`` counts a new input, ``frames`` the frames it adds (0 or 1), ``error`` the message of an
-    unreadable input, ``commit`` the position after it when it ends a chunk (JSON-able dict)."""
+    """The results of one stream result (an image, a video frame or an unreadable input), as engines hand them to
+    the writer: ``results`` its frame results (:func:`frame_result`; none for an unreadable input), ``first`` counts
+    a new input, ``frames`` the frames it adds (0 or 1), ``error`` the message of an unreadable input, ``commit``
+    the position after it when it ends a chunk (JSON-able dict)."""
 
     index: int
     source: str
-    rows: list[dict[str, Any]]
+    results: list[dict[str, Any]]
     frames: int = 1
     faces: int = 0
     error: str | None = None
@@ -159,12 +172,21 @@ def csv_line(fields: Sequence[str], row: dict[str, Any] | None = None) -> bytes:
     return buffer.getvalue().encode("utf-8", "surrogateescape")
 
 
-def parquet_schema(fields: Sequence[str]):
-    """The Arrow schema of the rows (needs pyarrow: the ``ray`` extra)."""
+def json_line(result: dict[str, Any]) -> bytes:
+    """One JSONL line of a frame result (file names that are not UTF-8 keep their bytes, escaped)."""
+    return json.dumps(result).encode("utf-8", "surrogateescape") + b"\n"
+
+
+def parquet_schema(fields: Sequence[str], model: dict[str, Any] | None = None):
+    """The Arrow schema of the flat rows (needs pyarrow: the ``ray`` extra), with the model's provenance in its
+    metadata (key ``expressnet``)."""
     pa = import_pyarrow()
     types = {"source": pa.string(), "time_s": pa.float64(), "face_detected": pa.bool_(), "score": pa.float64()}
-    types.update(emotion=pa.string(), **dict.fromkeys(INT_COLUMNS, pa.int64()))
-    return pa.schema([(f, types.get(f, pa.float64())) for f in fields])
+    types.update(
+        emotion=pa.string(), **dict.fromkeys(INT_COLUMNS, pa.int64()), **dict.fromkeys(MODEL_COLUMNS, pa.string())
+    )
+    schema = pa.schema([(f, types.get(f, pa.float64())) for f in fields])
+    return schema.with_metadata({"expressnet": json.dumps({"model": model})}) if model is not None else schema
 
 
 def import_pyarrow():
@@ -179,15 +201,17 @@ def import_pyarrow():
 
 
 class RowSink:
-    """Rows appended to a JSONL file, a CSV file and/or a folder of Parquet parts (``part-00000.parquet``, ...;
-    any may be None) as they come, with a progress journal for ``resume``.
+    """Frame results appended as they come: JSONL lines (the results schema) to a file or standard output (``-``),
+    flat rows to a CSV file or standard output and/or a folder of Parquet parts (``part-00000.parquet``, ...); any
+    may be None. File outputs keep a progress journal for ``resume``; standard output cannot be resumed.
 
     ``open()`` refuses outputs that exist (:class:`OutputExists`) unless ``overwrite`` (start again) or
     ``resume``: then the journal's ``settings`` must equal these ones, every output is cut back to the length
     the journal committed, and ``open()`` returns the journal (``position`` and ``summary`` to continue from);
     outputs without a journal were finished: ``open()`` returns ``{"complete": True}`` and writes nothing.
     ``commit(position, summary)`` flushes and records the state (Parquet: when a part is due); ``finish()`` closes
-    the last part, flushes and deletes the journal; ``close()`` keeps it (an interrupted run)."""
+    the last part, flushes and deletes the journal; ``close()`` keeps it (an interrupted run). ``all_frames``: a
+    flat row for each frame without a face too; ``model``: the provenance for the Parquet metadata."""
 
     def __init__(
         self,
@@ -199,11 +223,19 @@ class RowSink:
         settings: dict[str, Any] | None = None,
         resume: bool = False,
         overwrite: bool = False,
+        all_frames: bool = False,
+        model: dict[str, Any] | None = None,
     ) -> None:
         self.fields = columns(class_names)
-        self.paths = {k: Path(v) for k, v in (("jsonl", jsonl), ("csv", csv_path), ("parquet", parquet)) if v}
+        given = (("jsonl", jsonl), ("csv", csv_path), ("parquet", parquet))
+        self.stdout = [k for k, v in given if v is not None and str(v) == STDOUT]
+        if len(self.stdout) > 1 or "parquet" in self.stdout:
+            raise ValueError("standard output ('-') takes one output: --json - or --csv -")
+        if self.stdout and resume:
+            raise ValueError("--resume continues file outputs; standard output ('-') cannot be resumed")
+        self.paths = {k: Path(v) for k, v in given if v is not None and k not in self.stdout}
         self.settings = settings or {}
-        self.resume, self.overwrite = resume, overwrite
+        self.resume, self.overwrite, self.all_frames = resume, overwrite, all_frames
         self.journal = journal_path(list(self.paths.values())) if self.paths else None
         self.files: dict[str, Any] = {}
         self.parts = 0
@@ -211,7 +243,7 @@ class RowSink:
         self.part_started = time.monotonic()
         self.rows_written = 0
         if "parquet" in self.paths:
-            self.schema = parquet_schema(self.fields)
+            self.schema = parquet_schema(self.fields, model)
 
     def existing(self) -> list[Path]:
         found = [p for k, p in self.paths.items() if k != "parquet" and (p.exists() or p.is_symlink())]
@@ -224,6 +256,7 @@ class RowSink:
         return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
 
     def open(self) -> dict[str, Any] | None:
+        self.open_stdout()
         if not self.paths:
             return None
         if "parquet" in self.paths and self.paths["parquet"].exists() and not self.paths["parquet"].is_dir():
@@ -243,6 +276,12 @@ class RowSink:
             self.write_journal(None, None, dict.fromkeys(self.paths, 0))
         self.open_files(state)
         return state
+
+    def open_stdout(self) -> None:
+        for kind in self.stdout:
+            self.files[kind] = sys.stdout.buffer
+            if kind == "csv":
+                self.files[kind].write(csv_line(self.fields))
 
     def check_journal(self, state: dict[str, Any]) -> None:
         if state.get("version") != JOURNAL_VERSION:
@@ -277,15 +316,21 @@ class RowSink:
                 if int(part.stem.split("-")[1]) >= self.parts:
                     part.unlink()
 
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        for row in rows:
+    def write(self, results: Sequence[dict[str, Any]]) -> int:
+        """Append frame results; returns the number of flat rows they make."""
+        count = 0
+        for result in results:
             if "jsonl" in self.files:
-                self.files["jsonl"].write(json.dumps(row).encode("utf-8", "surrogateescape") + b"\n")
+                self.files["jsonl"].write(json_line(result))
+            rows = flat_rows(result, self.all_frames)
             if "csv" in self.files:
-                self.files["csv"].write(csv_line(self.fields, row))
-        if "parquet" in self.paths:
-            self.buffer.extend(rows)
-        self.rows_written += len(rows)
+                for row in rows:
+                    self.files["csv"].write(csv_line(self.fields, row))
+            if "parquet" in self.paths:
+                self.buffer.extend(rows)
+            count += len(rows)
+        self.rows_written += count
+        return count
 
     def write_part(self) -> None:
         pa = import_pyarrow()
@@ -303,6 +348,8 @@ class RowSink:
     def commit(self, position: dict[str, Any] | None, summary: dict[str, Any] | None, force: bool = False) -> bool:
         """Flush and record ``position`` and ``summary`` with the outputs' lengths; with Parquet only when a part
         is due (or ``force``). Returns whether it committed."""
+        for kind in self.stdout:
+            self.files[kind].flush()
         if self.journal is None:
             return False
         if "parquet" in self.paths:
@@ -312,6 +359,8 @@ class RowSink:
             self.write_part()
         lengths: dict[str, int] = {}
         for kind, f in self.files.items():
+            if kind in self.stdout:
+                continue
             f.flush()
             lengths[kind] = f.tell()
         if "parquet" in self.paths:
@@ -331,8 +380,11 @@ class RowSink:
             self.journal.unlink(missing_ok=True)
 
     def close(self) -> None:
-        for f in self.files.values():
-            f.close()
+        for kind, f in self.files.items():
+            if kind in self.stdout:
+                f.flush()
+            else:
+                f.close()
         self.files = {}
 
     def __enter__(self) -> RowSink:
@@ -342,17 +394,47 @@ class RowSink:
         self.close()
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows back from a JSONL file, a CSV file or a folder (or file) of Parquet parts."""
+def iter_results(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The flat rows of a predict output, one at a time for JSONL (frame results are flattened with a row for each
+    frame without a face; flat JSONL lines of older versions come as they are); CSV values stay text."""
     path = Path(path)
     if path.is_dir() or path.suffix == ".parquet":
         pa = import_pyarrow()
-        return pa.parquet.read_table(path).to_pylist()
+        yield from pa.parquet.read_table(path).to_pylist()
+        return
     if path.suffix.lower() == ".csv":
         with path.open(newline="", errors="surrogateescape") as f:
-            return list(csv.DictReader(f))
+            yield from csv.DictReader(f)
+        return
     with path.open(errors="surrogateescape") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                item = json.loads(line)
+                yield from (flat_rows(item, all_frames=True) if "faces" in item else [item])
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The flat rows of a JSONL file, a CSV file or a folder (or file) of Parquet parts (:func:`iter_results`)."""
+    return list(iter_results(path))
+
+
+def read_results(path: str | Path):
+    """``predict``'s results (JSONL, CSV or Parquet) as a pandas DataFrame of flat rows, one per face (and one per
+    frame without a face), typed: numbers, booleans, missing values (needs pandas: ``pip install pandas``)."""
+    try:
+        import pandas as pd
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"read_results makes a pandas DataFrame: pip install 'expressnet[analysis]' ({exc.name} is missing)",
+            name="pandas",
+        ) from exc
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        if "face_detected" in frame:
+            frame["face_detected"] = frame["face_detected"].astype(str).eq("True")
+        return frame
+    return pd.DataFrame(read_rows(path))
 
 
 def label_color(emotion: str) -> tuple[int, int, int]:

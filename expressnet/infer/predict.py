@@ -1,11 +1,13 @@
 """``expressnet predict``: run a :class:`Recognizer` over an image, folder, glob, list file, video file or camera
-and write rows (JSONL/CSV/Parquet), annotated images/videos and a summary, as a stream: inputs are enumerated
-lazily, rows are appended as they come and a progress journal makes a killed run resumable (``resume``).
+and show the results as a table, or write them (JSONL frame results, CSV/Parquet flat rows; ``-``: standard
+output), with annotated images/videos and a summary, as a stream: inputs are enumerated lazily, results are
+written as they come and a progress journal makes a killed run resumable (``resume``).
 Inputs that cannot be read (``DataError``) are reported one line each and skipped; anything else is a bug and
 stops the run (its journal kept: it can be resumed once fixed)."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -18,11 +20,20 @@ from rich.progress import Progress, ProgressColumn, Task
 from rich.text import Text
 
 from ..data.base import DataError
+from ..data.images import display_name
 from ..progress import progress_bar
-from .outputs import Record, RowSink, VideoWriter, annotated_name, draw_faces, face_rows, write_image
+from .outputs import STDOUT, Record, RowSink, VideoWriter, annotated_name, draw_faces, frame_result, write_image
 from .ray_engine import is_uri, ray_records
 from .recognizer import Recognizer
-from .sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_video_options, is_source_input, iter_source, real_path
+from .sources import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    VideoSource,
+    check_video_options,
+    is_source_input,
+    iter_source,
+    real_path,
+)
 from .stream import BATCH_SIZE, WORKERS, Position, StreamResult, stream
 
 IMAGE_CHUNK = BATCH_SIZE  # images whose faces are classified in one batch
@@ -40,8 +51,11 @@ class PredictSummary:
     interrupted: bool = False
     seconds: float = 0.0  # wall time of this run (a resumed run: of its last part)
     resumed_at: int | None = None  # inputs a resumed run found done
+    resumed_in: str | None = None  # the input a resumed run went on inside (a video), if any
+    resumed_frame: int | None = None  # and the frame it went on from
     complete: bool = False  # resume found the outputs finished: nothing was done
     frames_before: int = 0  # frames a resumed run found done
+    model: dict[str, Any] | None = None  # the classifier's provenance
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -57,7 +71,12 @@ class PredictSummary:
             f"{self.files} file(s), {self.frames} frame(s), {self.faces} face(s), {len(self.failures)} failure(s)"
             f" in {self.seconds:.1f} s{rate}"
         )
-        if self.resumed_at is not None:
+        if self.model:
+            m = self.model
+            text += f"; model {m['name']} ({m['sha256']}, {m['backend']} {m['precision']})"
+        if self.resumed_in is not None:
+            text += f" (resumed after {self.resumed_at} input(s), in {self.resumed_in} at frame {self.resumed_frame})"
+        elif self.resumed_at is not None:
             text += f" (resumed after {self.resumed_at} input(s))"
         return text + (" (interrupted)" if self.interrupted else "")
 
@@ -156,6 +175,45 @@ class Avoid(set):
         return self.source is not None and is_source_input(path, self.source, self.recursive)
 
 
+class ResultTable:
+    """The results on the terminal, as they come: one line per face (source, frame and time for videos, face, box,
+    emotion and its probability, the runner-up) and one per image or frame without a face."""
+
+    SOURCE = 30  # characters of the source shown (its end, where the file name is)
+
+    def __init__(self, write: Callable[[str], None], folder: str | Path | None = None) -> None:
+        self.write = write
+        self.header = False
+        self.folder = None if folder is None else f"{str(folder).rstrip('/')}/"  # sources shown relative to it
+
+    def line(self, *cells: str) -> str:
+        source, frame, time_s, face, box, emotion, p, runner_up = cells
+        return (
+            f"{source:<{self.SOURCE}} {frame:>6} {time_s:>9} {face:>4}  {box:<17} {emotion:<9} {p:>5}  {runner_up}"
+        ).rstrip()
+
+    def add(self, result: dict[str, Any]) -> None:
+        if not self.header:
+            self.header = True
+            self.write(self.line("source", "frame", "time", "face", "box x,y,w,h", "emotion", "p", "runner-up"))
+        source = str(result["source"])
+        if self.folder is not None and source.startswith(self.folder):
+            source = source[len(self.folder) :]
+        if len(source) > self.SOURCE:
+            source = "…" + source[-(self.SOURCE - 1) :]
+        video = result["time_s"] is not None
+        frame = str(result["frame"]) if video else "-"
+        time_s = f"{result['time_s']:.2f} s" if video else "-"
+        if not result["faces"]:
+            self.write(self.line(source, frame, time_s, "-", "no face", "", "", ""))
+        for index, face in enumerate(result["faces"]):
+            ranked = sorted(face["probabilities"].items(), key=lambda kv: -kv[1])
+            second = f"{ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
+            box = ",".join(str(v) for v in face["box"])
+            p = f"{face['probabilities'][face['emotion']]:.2f}"
+            self.write(self.line(source, frame, time_s, str(index), box, face["emotion"], p, second))
+
+
 @dataclass
 class PredictRun:
     """The state one run shares across its inputs: settings, the row sink, progress, counts."""
@@ -171,6 +229,8 @@ class PredictRun:
     video_writer: VideoWriter | None = None
     every: int = 1
     position: dict[str, Any] | None = None  # the last committed position
+    table: ResultTable | None = None  # the results on the terminal (no output option given)
+    model: dict[str, Any] | None = None  # the classifier's provenance, in every result
 
     def fail(self, source: str, message: str) -> None:
         message = message if source in message else f"{source}: {message}"
@@ -185,8 +245,10 @@ class PredictRun:
             self.fail(record.source, record.error)
         s.frames += record.frames
         s.faces += record.faces
-        self.sink.write(record.rows)
-        s.rows += len(record.rows)
+        s.rows += self.sink.write(record.results)
+        if self.table is not None:
+            for result in record.results:
+                self.table.add(result)
         self.reporter.advance(record, is_video, expected, last)
         if record.commit is not None and self.sink.commit(record.commit, s.counts()):
             self.position = record.commit
@@ -196,9 +258,10 @@ class PredictRun:
         for result in results:
             if result.path is not None and real_path(result.path) in self.written:
                 continue  # an annotated image this run wrote where the inputs are
-            rows = [] if result.error else face_rows(result.source, result.frame, result.time_s, result.faces)
-            if result.error is None and not result.faces and self.all_frames:
-                rows = face_rows(result.source, result.frame, result.time_s, [], True)
+            results = []
+            if result.error is None:
+                time_s = result.time_s if result.is_video else None
+                results = [frame_result(result.source, result.frame, time_s, result.faces, result.size, self.model)]
             commit = None if result.commit is None else result.commit.to_dict()
             if self.out_dir is not None:
                 self.annotate(result)
@@ -208,7 +271,7 @@ class PredictRun:
             error = None if result.error is None else str(result.error)
             yield (
                 result,
-                Record(result.index, result.source, rows, frames, len(result.faces), error, result.first, commit),
+                Record(result.index, result.source, results, frames, len(result.faces), error, result.first, commit),
             )
 
     def annotate(self, result: StreamResult) -> None:
@@ -269,9 +332,12 @@ def run_predict(
     recognizer_spec: dict[str, Any] | None = None,
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
+    show: Callable[[str], None] | None = None,
 ) -> PredictSummary:
     """Process ``source`` and write the outputs as it goes; returns the counts, failures and files written.
-    ``all_frames`` writes a row (``face_detected`` false) for each processed frame or image without a face.
+    ``jsonl`` or ``csv_path`` may be ``-`` (standard output). ``show`` takes the lines of a table of the results
+    as they come (the CLI prints them when no output is given). ``all_frames`` writes a flat row
+    (``face_detected`` false) for each processed frame or image without a face (JSON lines have every frame).
     Outputs that exist are refused unless ``overwrite`` or ``resume`` (continue an interrupted run: the same
     source and ``settings``; see :class:`~expressnet.infer.outputs.RowSink`). ``engine="ray"`` classifies on a
     Ray cluster (``ray_address``; ``num_workers`` recognizers built from ``recognizer_spec``).
@@ -285,9 +351,11 @@ def run_predict(
         raise ValueError(f"engine must be local or ray, got {engine!r}")
     remote = engine == "ray" and is_uri(source)
     camera = not remote and isinstance(iter_source(source, recursive), int)  # raises for no such source
+    if camera:
+        VideoSource(iter_source(source, recursive)).close()  # a camera that cannot be opened is a usage error
     jsonl, csv_path, parquet = (None if p is None else Path(p) for p in (jsonl, csv_path, parquet))
     single = [] if camera or Path(source).is_dir() or not Path(source).exists() else [Path(source)]
-    check_outputs(single, [jsonl, csv_path])
+    check_outputs(single, [p for p in (jsonl, csv_path) if p is None or str(p) != STDOUT])
     if parquet is not None and real_path(parquet) in {real_path(p) for p in single}:
         raise ValueError(f"{parquet}: output path is an input; choose another path")
     out_dir = None if annotate_dir is None else Path(annotate_dir)
@@ -298,13 +366,22 @@ def run_predict(
     if resume and camera:
         raise ValueError("--resume: a camera run cannot be resumed")
     run_settings = {"source": str(source), "recursive": recursive, "every": every, "smooth": smooth}
-    run_settings.update(max_frames=max_frames, all_frames=all_frames, **(settings or {}))
+    model = recognizer.provenance()
+    run_settings.update(max_frames=max_frames, all_frames=all_frames, **(settings or {}), provenance=model)
     sink = RowSink(
-        recognizer.class_names, jsonl, csv_path, parquet, settings=run_settings, resume=resume, overwrite=overwrite
+        recognizer.class_names,
+        jsonl,
+        csv_path,
+        parquet,
+        settings=run_settings,
+        resume=resume,
+        overwrite=overwrite,
+        all_frames=all_frames,
+        model=model,
     )
     state = sink.open()
-    summary = PredictSummary()
-    summary.outputs = [str(p) for p in (jsonl, csv_path, parquet) if p is not None]
+    summary = PredictSummary(model=model)
+    summary.outputs = [str(p) for p in (jsonl, csv_path, parquet) if p is not None and str(p) != STDOUT]
     if state is not None and state.get("complete"):
         summary.complete = True
         return summary
@@ -318,11 +395,19 @@ def run_predict(
         summary.failures = dict(counts["failures"])
         summary.resumed_at = start.input
         summary.frames_before = summary.frames
-    outputs = [real_path(p) for p in [*single, jsonl, csv_path] if p is not None]
+        if start.video:  # inside a video: say which, and where
+            name = next(itertools.islice(iter_source(source, recursive), start.input, None), None)
+            summary.resumed_in = display_name(name) if name is not None else f"input {start.input + 1}"
+            summary.resumed_frame = int(start.video["next_frame"])
+    outputs = [real_path(p) for p in [*single, jsonl, csv_path] if p is not None and str(p) != STDOUT]
     avoid = Avoid(outputs, None if camera or remote else source, recursive)
     warn = warn or (lambda message: print(f"error: {message}", file=sys.stderr))
     reporter = Reporter(progress, None if camera or remote else count_inputs(source, recursive))
-    run = PredictRun(sink, out_dir, avoid, reporter, warn, all_frames, summary, every=every)
+    run = PredictRun(sink, out_dir, avoid, reporter, warn, all_frames, summary, every=every, model=model)
+    folder = None  # the table shows sources relative to the folder given, or a single file by its name
+    if not camera and not remote and Path(source).exists():
+        folder = source if Path(source).is_dir() else Path(source).parent
+    run.table = None if show is None else ResultTable(show, folder)
     run.position = start.to_dict()
     try:
         if engine == "ray":

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from .outputs import Record, face_rows
+from .outputs import Record, frame_result
 from .recognizer import Recognizer
 from .stream import StreamResult
 
@@ -42,16 +41,16 @@ def is_uri(source: str | Path) -> bool:
 
 
 class RecognizerWorker:
-    """A Ray Data callable class: builds one :class:`Recognizer` from ``spec`` (its keyword arguments) and turns
-    a batch of inputs (``index`` and ``path``, or ``path`` and ``bytes`` read by Ray Data) into one result row
-    per input: ``index``, ``source``, ``rows`` (the JSON list of its rows), ``frames``, ``faces``, ``error``."""
+    """A Ray Data callable class: builds one :class:`Recognizer` from ``spec`` (its keyword arguments, backend
+    included: the workers run the driver's backend, by the same fixed rule) and turns a batch of inputs (``index``
+    and ``path``, or ``path`` and ``bytes`` read by Ray Data) into one result row per input: ``index``,
+    ``source``, ``rows`` (the JSON list of its frame results), ``frames``, ``faces``, ``error``."""
 
     def __init__(
         self, spec: dict[str, Any], every: int, smooth: float | None, max_frames: int | None, all_frames: bool
     ):
-        if spec.get("threads"):
-            torch.set_num_threads(spec["threads"])
-        self.recognizer = Recognizer(**spec)
+        self.recognizer = Recognizer(**spec)  # ``threads`` goes to the classifier (and torch, where it runs)
+        self.model = self.recognizer.provenance()
         self.every, self.smooth, self.max_frames, self.all_frames = every, smooth, max_frames, all_frames
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -78,7 +77,10 @@ class RecognizerWorker:
             if result.error is not None:
                 out["error"][-1] = str(result.error)
                 continue
-            out["rows"][-1].extend(face_rows(result.source, result.frame, result.time_s, result.faces, self.all_frames))
+            time_s = result.time_s if result.is_video else None
+            out["rows"][-1].append(
+                frame_result(result.source, result.frame, time_s, result.faces, result.size, self.model)
+            )
             out["frames"][-1] += 1
             out["faces"][-1] += len(result.faces)
         out["rows"] = [json.dumps(rows) for rows in out["rows"]]

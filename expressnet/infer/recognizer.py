@@ -3,13 +3,16 @@
     from expressnet import Recognizer
     r = Recognizer()                       # shipped model, BlazeFace full range, min score 0.5
     faces = r.predict("photo.jpg")         # [Face(box=(x, y, w, h), score, emotion, probabilities), ...]
+    faces = r.predict(cv2.imread(p), color="bgr")   # arrays say their channel order (OpenCV: "bgr")
     for frame in r.predict_video("clip.mp4", every=2, smooth=0.5):
         print(frame.frame, frame.time_s, [f.emotion for f in frame.faces])
 
 The classifier's input (size, channels, interpolation, crop rule) comes from the model's metadata, so
 inference prepares faces exactly as training did. The classifier runs on a :class:`~expressnet.runtime.Classifier`
-backend: ``backend="auto"`` (default) takes the fastest one available (ONNX Runtime for the shipped models
-that ship an ONNX file), "torch" or "onnx" force one.
+backend: ``backend="auto"`` (default) follows a fixed rule (a shipped model's inference file on the CPU, ONNX
+Runtime for the shipped ONNX files, no torch needed; torch on a GPU ``device``), "torch" or "onnx" force one.
+``r.provenance()`` names the model, its file's sha256 prefix, the backend and the precision; every output
+carries it.
 
 Thread safety: one ``Recognizer`` may be shared by threads (a web server's workers): the detector runs under a
 lock (TFLite interpreters are not re-entrant) and the classifier is thread-safe; results equal sequential calls.
@@ -24,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..data.base import DataError
 from ..data.images import to_model_input
 from ..faces import Detection, FaceDetector, create_detector, crop_face, detections_from_boxes
-from ..runtime import Classifier, TorchClassifier, load_classifier
+from ..runtime import Classifier, load_classifier
 from .smoothing import ProbabilitySmoother
 from .sources import VideoFrame, VideoSource, load_rgb
 from .stream import StreamResult, stream
@@ -43,7 +45,9 @@ Boxes = Sequence[Sequence[float]]
 @dataclass
 class Face:
     """One face: ``box`` (x, y, w, h) in pixels clipped to the image, detector ``score``, top ``emotion`` and
-    ``probabilities`` (class name -> probability, summing to 1); ``track_id`` in videos."""
+    ``probabilities`` (class name -> probability, summing to 1); ``landmarks`` (BlazeFace's six keypoints: eyes,
+    nose tip, mouth, ear tragions, as x, y pixels); ``track_id`` in videos. :meth:`to_dict` is the one face schema
+    of the API and of ``predict --json`` (docs/results.md)."""
 
     box: tuple[int, int, int, int]
     score: float
@@ -53,12 +57,24 @@ class Face:
     track_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"box": list(self.box), "score": self.score, "emotion": self.emotion, "probabilities": self.probabilities}
+        """The face as JSON: ``box``, ``score`` (4 decimals), ``emotion``, ``probabilities`` (6 decimals),
+        ``track_id`` (None outside videos), and ``landmarks`` (2 decimals) when the detector gives them."""
+        d: dict[str, Any] = {
+            "box": [int(v) for v in self.box],
+            "score": round(float(self.score), 4),
+            "emotion": self.emotion,
+            "probabilities": {c: round(float(p), 6) for c, p in self.probabilities.items()},
+            "track_id": self.track_id,
+        }
         if self.landmarks is not None:
-            d["landmarks"] = [list(p) for p in self.landmarks]
-        if self.track_id is not None:
-            d["track_id"] = self.track_id
+            d["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
         return d
+
+    @property
+    def runner_up(self) -> tuple[str, float]:
+        """The second most likely emotion and its probability."""
+        ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])
+        return ranked[1] if len(ranked) > 1 else ("", 0.0)
 
 
 @dataclass
@@ -78,8 +94,9 @@ class Recognizer:
     """Detects faces and classifies their expression.
 
     ``model``: a shipped model name, a checkpoint or ``.onnx`` path (None: the default shipped model), a loaded
-    ExpressNet module or a :class:`~expressnet.runtime.Classifier`. ``backend``: "auto" (the fastest available,
-    timed at load), "torch" or "onnx". ``detector``: "blazeface" (default), "haar", "none" (images are face
+    ExpressNet module or a :class:`~expressnet.runtime.Classifier`. ``backend``: "auto" (a fixed rule: a shipped
+    model's inference file on the CPU, torch on a GPU ``device``; see :func:`expressnet.runtime.auto_backend`),
+    "torch" or "onnx". ``detector``: "blazeface" (default), "haar", "none" (images are face
     crops) or a :class:`FaceDetector`; ``detector_options`` go to its constructor (BlazeFace: ``model``,
     ``min_score``, ``tiles`` ("auto": tiles from the image size), ``retry`` (padded / rotated retries when
     nothing is found), ``no_face`` ("whole": classify the whole image), ``threads``). ``align`` levels the
@@ -89,7 +106,7 @@ class Recognizer:
 
     def __init__(
         self,
-        model: str | Path | torch.nn.Module | Classifier | None = None,
+        model: Any = None,
         detector: str | FaceDetector = "blazeface",
         *,
         detector_options: dict[str, Any] | None = None,
@@ -97,16 +114,12 @@ class Recognizer:
         tta_flip: bool | None = None,
         precision: str = "fp32",
         batch_size: int = 64,
-        device: str | torch.device = "cpu",
+        device: Any = "cpu",
         backend: str = "auto",
         threads: int | None = None,
     ) -> None:
         if isinstance(model, Classifier):
             self.classifier = model
-        elif isinstance(model, torch.nn.Module):
-            self.classifier = TorchClassifier(
-                model, tta_flip=tta_flip, precision=precision, batch_size=batch_size, device=device
-            )
         else:
             self.classifier = load_classifier(
                 model,
@@ -127,11 +140,15 @@ class Recognizer:
         self.align = align
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> Any:
         """The torch module behind the classifier (torch backend only; research use)."""
-        if not isinstance(self.classifier, TorchClassifier):
+        if not hasattr(self.classifier, "module"):
             raise AttributeError(f"the {self.classifier.backend} backend has no torch module; use backend='torch'")
         return self.classifier.module
+
+    def provenance(self) -> dict[str, Any]:
+        """The model, its file's sha256 prefix, backend and precision: what every output names."""
+        return self.classifier.provenance()
 
     @property
     def tta_flip(self) -> bool:
@@ -139,8 +156,9 @@ class Recognizer:
 
     def __repr__(self) -> str:
         return (
-            f"Recognizer(classes={self.class_names}, backend={self.classifier.backend!r}, "
-            f"detector={self.detector!r}, align={self.align})"
+            f"Recognizer(model={self.classifier.name!r}, backend={self.classifier.backend!r}, "
+            f"precision={self.classifier.precision!r}, classes={self.class_names}, detector={self.detector!r}, "
+            f"align={self.align})"
         )
 
     def detect(self, rgb: np.ndarray, boxes: Boxes | None = None) -> list[Detection]:
@@ -189,16 +207,23 @@ class Recognizer:
             [self.make_face(d, next(probabilities), rgb) for d in found] for rgb, found in zip(rgb_images, detections)
         ]
 
-    def predict(self, image: ImageInput, boxes: Boxes | None = None, color: str = "rgb") -> list[Face]:
-        """Faces in one image (a path, PIL image or array; ``color`` is the channel order of arrays: "rgb" or
-        "bgr"), best detection first; [] when there is none. ``boxes`` (x, y, w, h) skip the detector."""
+    def predict(self, image: ImageInput, boxes: Boxes | None = None, color: str | None = None) -> list[Face]:
+        """Faces in one image (a path, PIL image, image bytes or array), best detection first; [] when there is
+        none. ``color`` is the channel order of a colour array: "rgb" (PIL, imageio) or "bgr" (OpenCV's
+        ``cv2.imread``); a colour array without it is a ``ValueError`` (the order cannot be told from the pixels).
+        ``boxes`` (x, y, w, h) skip the detector. Several images: :meth:`predict_batch`."""
+        if isinstance(image, (list, tuple)):
+            raise TypeError(
+                f"predict takes one image, not a {type(image).__name__}; for several images use "
+                "predict_batch([...]) (one result list per image)"
+            )
         return self.predict_batch([image], None if boxes is None else [boxes], color)[0]
 
     def predict_batch(
         self,
         images: Sequence[ImageInput],
         boxes: Sequence[Boxes | None] | None = None,
-        color: str = "rgb",
+        color: str | None = None,
         return_exceptions: bool = False,
     ) -> list[list[Face] | DataError]:
         """:meth:`predict` for many images, classifying all their faces in one batch. An unreadable image

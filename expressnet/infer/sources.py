@@ -1,7 +1,7 @@
 """Every input the recognizer takes, in one place: images (paths, PIL images, arrays, encoded bytes) as RGB,
 folders and globs as lists of files, video files and cameras as frames, and the video settings' checks.
 
-    load_rgb("photo.jpg")            # also a PIL image, an array (color="bgr" for OpenCV) or JPEG/PNG bytes
+    load_rgb("photo.jpg")            # also a PIL image, an array (color="bgr" for OpenCV, "rgb") or JPEG bytes
     expand_source("photos/")         # [Path, ...] of a file, folder or glob; an int for a camera ("0")
     iter_source("photos/", recursive=True)  # the same, lazily (a generator), also a list file (paths.txt)
     for frame in VideoSource("clip.mp4", every=2):
@@ -40,17 +40,29 @@ def check_video_options(every: int = 1, smooth: float | None = None) -> None:
         raise ValueError(f"smooth (the smoothing alpha) must be in (0, 1], got {smooth}")
 
 
-def load_rgb(image: ImageInput, color: str = "rgb") -> np.ndarray:
-    """A path, PIL image, array or encoded image bytes as RGB uint8 (H, W, 3); ``color`` ("rgb"/"bgr") is the
-    channel order of arrays. Files and bytes that cannot be decoded raise ``DataError`` naming them."""
+COLOR_HELP = (
+    "say the channel order of a colour array: color='bgr' for OpenCV (cv2.imread, cv2.VideoCapture), "
+    "color='rgb' for PIL, imageio or matplotlib"
+)
+
+
+def load_rgb(image: ImageInput, color: str | None = None) -> np.ndarray:
+    """A path, PIL image, array or encoded image bytes as RGB uint8 (H, W, 3). ``color`` ("rgb"/"bgr") is the
+    channel order of a colour array, which must be given: OpenCV reads BGR, PIL RGB, and the pixels cannot tell
+    (a gray array needs none). Files and bytes that cannot be decoded raise ``DataError`` naming them."""
     if isinstance(image, (str, Path)):
         return read_image(image)
     if isinstance(image, Image.Image):
         return pil_to_rgb(image)
     if isinstance(image, np.ndarray):
-        return array_to_rgb(image, color)
+        colour = image.ndim == 3 and image.shape[2] in (3, 4)
+        if color is None and colour:
+            raise ValueError(f"a {image.shape[2]}-channel array: {COLOR_HELP}")
+        return array_to_rgb(image, color or "rgb")
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image_bytes(bytes(image))
+    if isinstance(image, (list, tuple)):
+        raise TypeError(f"expected one image, got a {type(image).__name__}: for several use predict_batch([...])")
     raise TypeError(f"expected a path, PIL image or numpy array (or image bytes), got {type(image).__name__}")
 
 
@@ -265,13 +277,18 @@ class VideoSource:
         self.name = f"camera:{self.camera}" if self.camera is not None else display_name(source)
         if self.camera is None and not Path(source).is_file():
             raise DataError(f"{self.name}: file not found" + (" (a folder)" if Path(source).is_dir() else ""))
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # one error line of ours, not OpenCV's
         try:
             self.capture = cv2.VideoCapture(self.camera if self.camera is not None else str(source))
             opened = self.capture.isOpened()
         except cv2.error as exc:
             raise DataError(f"{self.name}: cannot open as a video ({exc})") from exc
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not opened:
-            raise DataError(f"{self.name}: cannot open as a video (not a video file, unsupported codec or no camera)")
+            what = "no such camera, or it is busy" if self.camera is not None else "not a video file, or its codec"
+            raise DataError(f"{self.name}: cannot open as a video ({what})")
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 0.0
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if self.camera is None else 0

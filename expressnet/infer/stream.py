@@ -78,6 +78,7 @@ class StreamResult:
     image: np.ndarray | None = field(default=None, repr=False)
     expected_frames: int | None = None  # videos: how many frames the whole video gives, when known
     fps: float | None = None  # videos: the source's frame rate (0: unknown)
+    size: tuple[int, int] | None = None  # the image's or frame's (width, height)
 
 
 @dataclass
@@ -179,7 +180,8 @@ def image_results(recognizer: Recognizer, pending: list[tuple[int, Path, Future]
             continue
         faces = [recognizer.make_face(d, next(probabilities), item.image) for d in item.detections]
         image = item.image if item.image.shape[-1] else None
-        yield StreamResult(index, name, path, 0, None, faces, commit=commit, image=image)
+        size = (item.image.shape[1], item.image.shape[0])
+        yield StreamResult(index, name, path, 0, None, faces, commit=commit, image=image, size=size)
 
 
 def read_ahead(frames: Iterable[VideoFrame], size: int) -> Iterator[VideoFrame]:
@@ -271,7 +273,7 @@ def video_results(
                 yield from held
                 processed += len(chunk)
                 held = []
-                for frame, faces in frame_chunk(recognizer, chunk, tracker, smoother, keep_images):
+                for frame, faces, size in frame_chunk(recognizer, chunk, tracker, smoother, keep_images):
                     held.append(
                         StreamResult(
                             index,
@@ -286,6 +288,7 @@ def video_results(
                             image=frame.image,
                             expected_frames=video.expected_frames,
                             fps=video.fps,
+                            size=size,
                         )
                     )
                     first = False
@@ -309,8 +312,9 @@ def frame_chunk(
     tracker: IoUTracker,
     smoother: ProbabilitySmoother | None,
     keep_images: bool,
-) -> Iterator[tuple[VideoFrame, list[Face]]]:
-    """Detect every frame, classify all their faces in one batch, then track (and smooth) frame by frame."""
+) -> Iterator[tuple[VideoFrame, list[Face], tuple[int, int]]]:
+    """Detect every frame, classify all their faces in one batch, then track (and smooth) frame by frame; each
+    frame comes with its faces and (width, height)."""
     detections = [recognizer.detect(f.image) for f in frames]
     images = [f.image for f in frames]
     probabilities = iter(recognizer.classify(images, detections))
@@ -321,6 +325,7 @@ def frame_chunk(
         if smoother is not None:
             faces = [recognizer.smoothed(f, smoother) for f in faces]
             smoother.keep_only(tracker.tracks)
+        size = (frame.image.shape[1], frame.image.shape[0])
         if not keep_images:
             frame.image = None
-        yield frame, faces
+        yield frame, faces, size

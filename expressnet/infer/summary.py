@@ -4,7 +4,8 @@ Videos, per track: a timeline of the emotion probabilities over time (stacked, s
 where the face is absent) above a strip of the dominant emotion per segment, the share of time per emotion (the
 share of the track's frames whose top emotion it is) and the fraction of the video's time the face is present.
 Still images, per folder: the emotion distribution of their faces as a chart, and how many images had none.
-A Markdown page (``summary.md``) links the pictures; ``summary.json`` holds the numbers.
+A Markdown page (``summary.md``) links the pictures; ``summary.json`` holds the numbers. The pictures need
+matplotlib (the ``plots`` extra); without it the tables and numbers are written all the same.
 
 Rows are read one line at a time (JSONL; CSV and Parquet are read whole); a video keeps one small record per
 frame of each track, an image folder only counts.
@@ -26,34 +27,32 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write, atomic_write_text
-from .outputs import label_color, read_rows
+from .outputs import iter_results, label_color, read_rows
 
 NICE_SEGMENTS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 MAX_TRACKS = 12  # timelines drawn per video (the longest tracks); the others are in the tables
 
 
+PLOTS_HINT = "pip install 'expressnet[plots]'"
+
+
 def pyplot():
-    """``matplotlib.pyplot`` (Agg), or an error naming the extra that brings it."""
+    """``matplotlib.pyplot`` (Agg), or None when matplotlib is not installed (the ``plots`` extra): the summary
+    is then written without its pictures."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(
-            f"summarize draws with matplotlib: pip install 'expressnet[train]' ({exc.name} is missing)",
-            name="matplotlib",
-        ) from exc
+    except ModuleNotFoundError:
+        return None
     return plt
 
 
 def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
     """The rows of a predict output, one at a time for JSONL; CSV values typed back (numbers, booleans, None)."""
-    if path.suffix.lower() == ".jsonl" or path.suffix.lower() == ".json":
-        with path.open(errors="surrogateescape") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
+    if path.suffix.lower() in (".jsonl", ".json"):
+        yield from iter_results(path)  # frame results flattened, one line at a time
         return
     if path.suffix.lower() == ".csv":
         with path.open(newline="", errors="surrogateescape") as f:
@@ -172,9 +171,8 @@ def track_summary(track: VideoTrack, video: Video, classes: list[str], segment: 
     }
 
 
-def plot_track(track: VideoTrack, video: Video, classes: list[str], info: dict, title: str, path: Path) -> Path:
+def plot_track(plt, track: VideoTrack, video: Video, classes: list[str], info: dict, title: str, path: Path) -> Path:
     """Stacked probabilities over time (white where the face is absent) and the dominant emotion per segment."""
-    plt = pyplot()
     frames = sorted(video.frames)
     step = frame_step(frames)
     grid = np.arange(frames[0], frames[-1] + 1, step)
@@ -212,9 +210,8 @@ def plot_track(track: VideoTrack, video: Video, classes: list[str], info: dict, 
     return out
 
 
-def plot_folders(folders: dict[str, Folder], classes: list[str], path: Path) -> Path:
+def plot_folders(plt, folders: dict[str, Folder], classes: list[str], path: Path) -> Path:
     """The share of each emotion among the faces of each folder (a stacked horizontal bar per folder)."""
-    plt = pyplot()
     names = sorted(folders)
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * len(names)))
     left = np.zeros(len(names))
@@ -245,6 +242,10 @@ def summarize(rows_path: str | Path, out_dir: str | Path, segment_s: float | Non
     report: dict[str, Any] = {"rows": str(rows_path), "classes": classes, "videos": {}, "folders": {}}
     written: list[Path] = []
     md = [f"# Summary of `{rows_path.name}`", ""]
+    plt = pyplot()
+    if plt is None:
+        report["pictures"] = f"not drawn: matplotlib is not installed ({PLOTS_HINT})"
+        md += [f"Pictures are not drawn: matplotlib is not installed ({PLOTS_HINT}).", ""]
     for source, video in sorted(videos.items()):
         duration = max(video.times.values()) - min(video.times.values())
         segment = segment_s or segment_length(duration)
@@ -264,9 +265,9 @@ def summarize(rows_path: str | Path, out_dir: str | Path, segment_s: float | Non
             info = track_summary(track, video, classes, segment)
             entry["tracks"][str(track_id)] = info
             title = f"{Path(source).name}, track {track_id}"
-            if n < MAX_TRACKS:
+            if n < MAX_TRACKS and plt is not None:
                 picture = plot_track(
-                    track, video, classes, info, title, out_dir / f"{slug(Path(source).stem)}_track{track_id}.png"
+                    plt, track, video, classes, info, title, out_dir / f"{slug(Path(source).stem)}_track{track_id}.png"
                 )
                 written.append(picture)
                 md += [f"### Track {track_id}", "", f"![{title}]({picture.name})", ""]
@@ -286,9 +287,11 @@ def summarize(rows_path: str | Path, out_dir: str | Path, segment_s: float | Non
             md.append("")
         report["videos"][source] = entry
     if folders:
-        chart = plot_folders(folders, classes, out_dir / "folders.png")
-        written.append(chart)
-        md += ["## Images per folder", "", f"![Emotions per folder]({chart.name})", ""]
+        md += ["## Images per folder", ""]
+        if plt is not None:
+            chart = plot_folders(plt, folders, classes, out_dir / "folders.png")
+            written.append(chart)
+            md += [f"![Emotions per folder]({chart.name})", ""]
         md += ["| folder | images | with a face | faces | " + " | ".join(classes) + " |"]
         md += ["|---" * (4 + len(classes)) + "|"]
         for name, folder in sorted(folders.items()):

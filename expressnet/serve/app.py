@@ -8,7 +8,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import uvicorn
@@ -56,7 +56,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(engine.load)
-        log.info("model %s loaded in %.2f s; %d inference threads", settings.model, engine.loaded_s, settings.workers)
+        m = engine.model_summary()
+        log.info(
+            "model %s (%s, %s %s) loaded in %.2f s; %d inference threads",
+            m["name"],
+            m["sha256"],
+            m["backend"],
+            m["precision"],
+            engine.loaded_s,
+            settings.workers,
+        )
         try:
             yield
         finally:
@@ -91,10 +100,25 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
-def run(settings: Settings) -> None:
-    """Serve ``settings`` with uvicorn until interrupted (one process; ``workers`` inference threads)."""
+class ReadyServer(uvicorn.Server):
+    """A uvicorn server that calls ``on_ready()`` once it accepts connections: after the app's lifespan has
+    loaded the model and the socket is bound, never before."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self.on_ready = on_ready
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_ready is not None:
+            self.on_ready()
+
+
+def run(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve ``settings`` with uvicorn until interrupted (one process; ``workers`` inference threads);
+    ``on_ready()`` is called when the port accepts connections (the model loaded)."""
     configure_logging(settings.log_level)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -104,6 +128,7 @@ def run(settings: Settings) -> None:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
     )
+    ReadyServer(config, on_ready).run()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..hub import shipped_models
+from ..hub import records
 from ..infer.recognizer import Recognizer
 from .errors import ApiError
 from .metrics import Metrics
@@ -167,14 +167,18 @@ class Engine:
     # description
     def model_info(self) -> dict[str, Any]:
         r = self.recognizer
-        return {"name": self.settings.model, **r.classifier.describe(), "detector": repr(r.detector)}
+        return {**r.classifier.describe(), "detector": repr(r.detector)}
 
     def model_summary(self) -> dict[str, Any]:
-        """The model fields each result carries (``model_info`` has them all)."""
+        """The model each result names (the classifier's provenance: name, file, sha256 prefix, backend, precision:
+        the ``model`` of ``predict --json``'s lines); ``model_info`` has more."""
         if self._summary is None:
-            info = self.model_info()
-            self._summary = {k: info.get(k) for k in ("name", "source", "backend", "classes")}
+            self._summary = self.recognizer.provenance()
         return self._summary
 
     def models(self) -> list[dict[str, Any]]:
-        return [{"name": name, "file": path.name} for name, path in shipped_models().items()]
+        """The shipped models (their records' main facts)."""
+        return [
+            {"name": r.name, "title": r.title, "file": r.inference, "backend": r.backend, "precision": r.precision}
+            for r in records().values()
+        ]

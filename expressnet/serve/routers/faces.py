@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from ...infer.outputs import frame_result
 from ..deps import DetectParams, get_engine, require_api_key, validated
 from ..engine import DetectOptions, Engine
 from ..limits import IMAGE_FORMATS, decode_upload, receive_upload
@@ -18,12 +19,14 @@ router = APIRouter(prefix="/v1", tags=["faces"], dependencies=[Depends(require_a
 
 
 class FaceOut(BaseModel):
+    """One face: the schema of ``predict --json`` too (docs/results.md)."""
+
     box: list[int]
     score: float
     emotion: str
     probabilities: dict[str, float]
-    landmarks: list[list[float]] | None = None
     track_id: int | None = None
+    landmarks: list[list[float]] | None = None
 
 
 class ImageSize(BaseModel):
@@ -31,10 +34,25 @@ class ImageSize(BaseModel):
     height: int
 
 
+class ModelOut(BaseModel):
+    """What every result names: the model, the file run, its sha256 prefix, the backend and the precision."""
+
+    name: str
+    file: str
+    sha256: str | None
+    backend: str
+    precision: str
+
+
 class FacesOut(BaseModel):
-    faces: list[FaceOut]
+    """A frame result, as each line of ``predict --json`` (plus ``timing_ms``)."""
+
+    source: str
+    frame: int
+    time_s: float | None
     image: ImageSize
-    model: dict[str, Any]
+    faces: list[FaceOut]
+    model: ModelOut
     timing_ms: dict[str, float]
 
 
@@ -75,8 +93,10 @@ def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-def recognise_image(engine: Engine, data: bytes, options: DetectOptions, submitted: float) -> dict[str, Any]:
-    """Decode and recognise on an inference thread; times each step."""
+def recognise_image(
+    engine: Engine, data: bytes, options: DetectOptions, submitted: float, source: str = "upload"
+) -> dict[str, Any]:
+    """Decode and recognise on an inference thread; times each step. The frame result of ``predict --json``."""
     timing = {"queue": elapsed_ms(submitted)}
     start = time.perf_counter()
     rgb = decode_upload(data, engine.settings.max_pixels, "image")
@@ -87,12 +107,13 @@ def recognise_image(engine: Engine, data: bytes, options: DetectOptions, submitt
     timing["inference"] = elapsed_ms(start)
     engine.metrics.inference.observe(timing["inference"] / 1000)
     height, width = rgb.shape[:2]
-    return {"faces": [f.to_dict() for f in faces], "image": {"width": width, "height": height}, "timing_ms": timing}
+    return {**frame_result(source, 0, None, faces, (width, height), engine.model_summary()), "timing_ms": timing}
 
 
 @router.post("/faces", openapi_extra=IMAGE_BODY, responses={200: {"model": FacesOut}, **ERRORS})
 async def faces(request: Request, params: Annotated[DetectParams, Query()]) -> JSONResponse:
-    """Faces (box, detector score, emotion, class probabilities, landmarks) in one image, best first."""
+    """Faces (box, detector score, emotion, class probabilities, landmarks) in one image, best first, as a frame
+    result (the schema of ``predict --json``) naming the model, its sha256 prefix, backend and precision."""
     engine = get_engine(request)
     start = time.perf_counter()
     with engine.admit():
@@ -104,8 +125,8 @@ async def faces(request: Request, params: Annotated[DetectParams, Query()]) -> J
         options = validated(DetectParams, params, upload.fields).options()
         engine.validate(options)
         read_ms = elapsed_ms(start)
-        result = await engine.run(recognise_image, engine, buffer.getvalue(), options, time.perf_counter())
+        source = upload.filename or "upload"
+        result = await engine.run(recognise_image, engine, buffer.getvalue(), options, time.perf_counter(), source)
     engine.metrics.faces.labels("faces").inc(len(result["faces"]))
-    result["model"] = engine.model_summary()
     result["timing_ms"] = {"read": read_ms, **result["timing_ms"], "total": elapsed_ms(start)}
     return JSONResponse(result)

@@ -1,6 +1,7 @@
 """``WS /v1/stream``: live frames. The client sends each frame as a binary message (a JPEG, or any image the
-service accepts) and gets one JSON text message back per frame: ``{"type": "frame", "frame", "time_s",
-"faces" (with ``track_id``), "image", "timing_ms"}``, or ``{"type": "error", "status", "detail"}`` for a frame
+service accepts) and gets one JSON text message back per frame: ``{"type": "frame", ...}`` with the frame result
+of ``predict --json`` (``source`` "stream", ``frame``, ``time_s``, ``image``, ``faces`` with ``track_id``,
+``model``) and ``timing_ms``, or ``{"type": "error", "status", "detail"}`` for a frame
 it could not take (413, 415, 422, 503 with ``retry_after``), after which the connection goes on. A text
 message ``{"smooth": 0.5}`` (or ``null``) switches smoothing; the answer is ``{"type": "config", ...}``.
 Each connection has its own tracker. Query parameters: ``smooth``, ``tiles``, ``min_score``, ``align`` and,
@@ -17,6 +18,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from ...infer.outputs import frame_result
 from ...infer.recognizer import FrameResult
 from ...infer.sources import VideoFrame
 from ...infer.tracking import IoUTracker
@@ -79,7 +81,9 @@ class StreamSession:
         timing["inference"] = elapsed_ms(start)
         self.index += 1
         height, width = rgb.shape[:2]
-        return {"type": "frame", **result.to_dict(), "image": {"width": width, "height": height}, "timing_ms": timing}
+        model = self.engine.model_summary()
+        frame = frame_result("stream", result.frame, result.time_s, result.faces, (width, height), model)
+        return {"type": "frame", **frame, "timing_ms": timing}
 
     def close(self) -> None:
         self.results.close()

@@ -21,7 +21,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ...data.base import DataError
-from ...infer.outputs import columns, face_rows
+from ...infer.outputs import columns, flat_rows, frame_result
 from ...infer.recognizer import FrameResult
 from ...infer.sources import VIDEO_SUFFIXES, VideoSource
 from ..deps import VideoParams, get_engine, require_api_key, validated
@@ -59,8 +59,8 @@ VIDEO_BODY = {
 }
 RESPONSES = {
     200: {
-        "description": "One JSON object per processed frame and line (`frame`, `time_s`, `faces` with `track_id`), "
-        "or CSV rows with `Accept: text/csv`.",
+        "description": "One frame result per processed frame and line (the schema of `predict --json`: `source`, "
+        "`frame`, `time_s`, `image`, `faces` with `track_id`, `model`), or CSV rows with `Accept: text/csv`.",
         "content": {"application/x-ndjson": {}, "text/csv": {}},
     },
     **ERRORS,
@@ -98,6 +98,7 @@ class VideoJob:
         self.first: FrameResult | None = None
         self.failed = False
         self.closed = False
+        self.model = engine.model_summary()
 
     async def start(self, params: VideoParams) -> None:
         """Open the video and compute its first frame, so that bad input is answered with a status."""
@@ -142,9 +143,13 @@ class VideoJob:
                 self.failed = True
                 return
 
+    def frame_result(self, result: FrameResult) -> dict[str, Any]:
+        """A frame as ``predict --json`` writes it (one schema)."""
+        return frame_result(self.name, result.frame, result.time_s, result.faces, self.source.size, self.model)
+
     async def ndjson(self) -> AsyncIterator[str]:
         async for result in self.computed():
-            yield json.dumps(result.to_dict()) + "\n"
+            yield json.dumps(self.frame_result(result)) + "\n"
         if self.failed:
             yield json.dumps({"error": "processing failed after the last frame sent"}) + "\n"
 
@@ -153,7 +158,7 @@ class VideoJob:
         writer = csv.DictWriter(buffer, columns(class_names), lineterminator="\n")
         writer.writeheader()
         async for result in self.computed():
-            for row in face_rows(self.name, result.frame, result.time_s, result.faces):
+            for row in flat_rows(self.frame_result(result)):
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
             yield buffer.getvalue()
             buffer.seek(0)
