@@ -244,13 +244,14 @@ def resolve_inference(name: str | None) -> tuple[ModelRecord, Path]:
 def load_model(name_or_path: str | Path | None = None, device: Any = "cpu") -> Any:
     """A torch model in eval mode with ``.class_names``, ``.preprocessing``, ``.metadata`` and ``.source``
     (needs torch: ``pip install 'expressnet[torch]'``)."""
+    path = resolve_model(name_or_path)  # a name or path that is not there is said first, with or without torch
     try:
         checkpoint = importlib.import_module("expressnet.checkpoint")  # imports torch: only when asked for
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             f"load_model needs PyTorch: pip install 'expressnet[torch]' ({exc.name} is missing)", name=exc.name
         ) from exc
-    return checkpoint.build_model(resolve_model(name_or_path), device)
+    return checkpoint.build_model(path, device)
 
 
 def __getattr__(name: str) -> Any:

@@ -284,3 +284,14 @@ def test_a_resumed_video_says_where_it_went_on():
     summary = PredictSummary(files=1, frames=40, resumed_at=0, resumed_in="clip.mp4", resumed_frame=120, seconds=1)
     assert "(resumed after 0 input(s), in clip.mp4 at frame 120)" in summary.line()
     assert "(resumed after 3 input(s))" in PredictSummary(resumed_at=3).line()
+
+
+def test_parquet_names_the_model_in_its_metadata(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="Parquet output needs pyarrow (the ray extra)")
+    result = predict(ASTRONAUT, "--parquet", tmp_path / "parts")
+    assert result.exit_code == 0, result.output
+    (part,) = sorted((tmp_path / "parts").glob("part-*.parquet"))
+    table = pq.read_table(part)
+    model = json.loads(table.schema.metadata[b"expressnet"])["model"]
+    assert model["name"] == expressnet.get_record().name and len(model["sha256"]) == 12
+    assert table.column("model_sha256").to_pylist() == [model["sha256"]]
