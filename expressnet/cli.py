@@ -89,6 +89,28 @@ def _needs(extra: str) -> Iterator[None]:
         _fail(f"this command needs the {extra} extra: pip install 'expressnet[{extra}]' ({exc.name} is missing)")
 
 
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native libraries print on file descriptor 2 while models load (LiteRT announces its XNNPACK
+    delegate there); Python exceptions still propagate and are reported after."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedding host): nothing to silence
+        yield
+        return
+    with open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _fail(message: str) -> NoReturn:
     err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
@@ -391,9 +413,10 @@ def predict(
         sys.stdout.flush()
 
     try:
-        recognizer = Recognizer(
-            model, detector, detector_options=options, align=align, backend=backend, threads=threads
-        )
+        with _quiet_native_stderr():
+            recognizer = Recognizer(
+                model, detector, detector_options=options, align=align, backend=backend, threads=threads
+            )
         summary = run_predict(
             source,
             recognizer,
