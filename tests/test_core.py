@@ -14,6 +14,7 @@ import pytest
 from conftest import ASTRONAUT
 
 import expressnet
+import expressnet.hub
 
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # from here on, `import torch` raises ImportError
 
@@ -83,3 +84,16 @@ def test_the_service_without_torch():
         "    print(r.status_code, r.json()['faces'][0]['emotion'], r.json()['model']['backend'])\n"
     )
     assert run(code, ASTRONAUT).stdout.split() == ["200", "happy", "onnx"]
+
+
+def test_a_model_that_infers_with_torch_names_the_extra():
+    torch_models = [name for name, record in expressnet.hub.records().items() if record.backend == "torch"]
+    if not torch_models:
+        pytest.skip("every shipped model infers with an ONNX file")
+    code = (
+        "import expressnet\n"
+        "try:\n    expressnet.Recognizer(sys.argv[1], detector='none')\n"
+        "except expressnet.hub.CheckpointError as exc:\n    print(exc)\n"
+    )
+    out = run(code, torch_models[0]).stdout
+    assert f"model {torch_models[0]!r} infers with torch: pip install 'expressnet[torch]'" in out

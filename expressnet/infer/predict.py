@@ -179,7 +179,7 @@ class ResultTable:
     """The results on the terminal, as they come: one line per face (source, frame and time for videos, face, box,
     emotion and its probability, the runner-up) and one per image or frame without a face."""
 
-    SOURCE = 30  # characters of the source shown (its end, where the file name is)
+    SOURCE = 32  # characters of the source shown (its end, where the file name is)
 
     def __init__(self, write: Callable[[str], None], folder: str | Path | None = None) -> None:
         self.write = write

@@ -217,7 +217,12 @@ def load_classifier(
     name = None if is_torch_module(model) else shipped_name(model)
     digest = None if name is None else verified_sha256(name, chosen)
     options = dict(tta_flip=tta_flip, precision=precision, batch_size=batch_size, device=device, threads=threads)
-    classifier = BACKENDS.get(chosen)(model, **options)
+    try:
+        factory = BACKENDS.get(chosen)
+    except ModuleNotFoundError as exc:  # the torch backend without torch installed
+        what = f"model {name!r} infers with torch" if name is not None else f"the {chosen} backend needs torch"
+        raise CheckpointError(f"{what}: pip install 'expressnet[torch]' ({exc.name} is missing)") from exc
+    classifier = factory(model, **options)
     if name is not None:
         classifier.name = name
         if digest is not None and Path(classifier.source).name in get_record(name).files:
