@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from expressnet.nn import ResNet, ResNetSpec, create_model, load_backbone_weights
+from expressnet.nn.backbones import create_backbone
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "torchvision_resnet_keys.json").read_text())
 
@@ -72,3 +73,19 @@ def test_backbone_weights_errors(tmp_path):
     wrong = {k: v for k, v in torchvision_state("resnet18").items()}
     with pytest.raises(ValueError, match="do not fit a ResNet backbone"):
         load_backbone_weights(backbone, wrong)  # a ResNet-18 does not fit a ResNet-50 strictly
+
+
+@pytest.mark.parametrize(("name", "size"), [("hse-faceres", 112), ("hse-faceres", 97), ("dlib-resnet29", 151)])
+def test_face_backbones_export_to_onnx_exactly(name, size, tmp_path):
+    """TensorFlow's 'SAME' padding of MobileNetV1 and dlib's zero-padded sums survive an ONNX export at even and odd
+    input sizes (an export traces the padding arithmetic as ONNX integer ops, where division truncates)."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    backbone = create_backbone(name).eval()
+    x = torch.rand(2, 3, size, size)
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(backbone, x[:1], path, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        ref = backbone(x).numpy()
+    assert out.shape == ref.shape and abs(out - ref).max() <= 1e-4 * max(1.0, abs(ref).max())

@@ -35,7 +35,9 @@ def same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """TensorFlow's 'SAME' padding for a square kernel: the extra pixel of an odd total goes bottom/right."""
     pads = []
     for size in (x.shape[-1], x.shape[-2]):  # F.pad order: last dimension first
-        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        # only non-negative integer division: an ONNX export traces it as Div, which truncates (not floors)
+        out = (size + stride - 1) // stride
+        total = max((out - 1) * stride + kernel - size, 0)
         pads += [total // 2, total - total // 2]
     return F.pad(x, pads) if any(pads) else x
 
