@@ -19,10 +19,10 @@ if TYPE_CHECKING:
     from .infer.outputs import read_results
     from .infer.recognizer import Face, FrameResult, Recognizer
     from .nn import ExpressNetConfig, ExpressNetMoE, create_model, list_presets
-
-__version__ = "0.1.0"
+    from .version import __version__
 
 _LAZY = {
+    "__version__": "expressnet.version",  # read from the installed metadata (pyproject.toml's version)
     "Recognizer": "expressnet.infer.recognizer",
     "Face": "expressnet.infer.recognizer",
     "FrameResult": "expressnet.infer.recognizer",

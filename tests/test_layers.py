@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "expressnet"
 LAYERS = [
-    {"io", "registry", "config", "progress"},
+    {"io", "registry", "config", "progress", "version"},
     {"data", "nn", "faces"},
     {"checkpoint", "hub", "pretrained"},
     {"runtime"},

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
 from ..data import load_dataset, prepare_split
 from ..data.prepare import Preprocessing
 from ..hub import CheckpointError, load_model, resolve_model
 from ..io import atomic_output, cache_root, file_sha256, refuse_existing
 from ..nn import rewrite
 from ..nn.modes import eval_mode
+from ..version import __version__
 from .batched import to_float
 from .classifier import ModelSpec
 from .ort import (

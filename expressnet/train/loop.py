@@ -35,7 +35,6 @@ from rich.console import Console
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
 from ..checkpoint import build_model, load_checkpoint, save_checkpoint
 from ..data import Dataset, Prepared, Preprocessing, load_dataset, match_classes, prepare_split, stratified_indices
 from ..data.base import DataError, Split
@@ -52,6 +51,7 @@ from ..pretrained import backbone_weights
 from ..registry import Registry
 from ..runtime.batched import autocast, predict_logits, to_float
 from ..runtime.classifier import Classifier, available_backends, load_classifier
+from ..version import __version__
 from .augment import augment, mix
 from .config import TrainConfig
 from .distributed import DistInfo, convert_sync_batchnorm, init_distributed, pick_device, shutdown
