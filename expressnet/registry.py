@@ -15,7 +15,7 @@ A value may also be a ``"module:attribute"`` string, imported on first ``get`` (
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -78,8 +78,3 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
-
-
-def call_registered(registry: Registry[Callable[..., T]], name: str, *args: Any, **kwargs: Any) -> T:
-    """``registry.get(name)(*args, **kwargs)``."""
-    return registry.get(name)(*args, **kwargs)
