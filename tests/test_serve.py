@@ -222,6 +222,21 @@ def test_bad_form_parameter(client, group_jpeg):
     assert_error(r, 422, "tiles")
 
 
+def test_tiles_default_to_auto_and_one_forces_one_pass(client):
+    """tiles: "auto" by default (as ``predict --tiles auto``), in the OpenAPI schema too; a client can force one
+    pass (tiles=1), which misses the small faces of a large group photo that automatic tiling finds."""
+    parameters = client.get("/openapi.json").json()["paths"]["/v1/faces"]["post"]["parameters"]
+    tiles = next(p for p in parameters if p["name"] == "tiles")
+    assert tiles["schema"]["default"] == "auto"
+    assert {"type": "integer", "minimum": 1, "maximum": 4} in tiles["schema"]["anyOf"]
+    solvay = real_data("photos/hard/smallfaces_solvay1927_human.jpg").read_bytes()
+    default = client.post("/v1/faces", **jpeg(solvay)).json()["faces"]
+    auto = client.post("/v1/faces?tiles=auto", **jpeg(solvay)).json()["faces"]
+    one = client.post("/v1/faces?tiles=1", files={"image": ("s.jpg", solvay, "image/jpeg")}, data={"tiles": "1"})
+    assert [f["box"] for f in default] == [f["box"] for f in auto] and len(default) >= 27
+    assert one.status_code == 200 and len(one.json()["faces"]) < len(default) / 2
+
+
 def test_saturated_is_503_with_retry_after(client, group_jpeg):
     engine: Engine = client.app.state.engine
     slots = [engine.admit() for _ in range(engine.settings.capacity)]

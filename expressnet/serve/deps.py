@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -61,7 +62,12 @@ class DetectParams(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    tiles: int = Field(1, ge=1, le=4, description="BlazeFace: also scan a TxT grid of tiles (small faces).")
+    tiles: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = Field(
+        "auto",
+        description="BlazeFace: 'auto' (default) scans the whole image plus a TxT grid of tiles with T chosen from "
+        "the image's size (small faces in large photos; 1 for small images); a number forces T: 1 is one pass "
+        "over the whole image, 2-4 add a fixed TxT grid.",
+    )
     min_score: float | None = Field(None, ge=0, le=1, description="Detector score threshold (default 0.5).")
     align: bool = Field(False, description="Rotate faces so the eyes are level before classifying.")
 

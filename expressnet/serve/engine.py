@@ -33,10 +33,11 @@ MAX_VARIANT_KEYS = 16  # distinct detector option sets kept warm
 
 @dataclass(frozen=True)
 class DetectOptions:
-    """Per-request detector options: BlazeFace ``tiles`` and ``min_score`` (None: the detector's default) and
-    eye ``align``ment."""
+    """Per-request detector options: BlazeFace ``tiles`` ("auto": the detector's own choice from the image size,
+    as ``predict --tiles auto``; a number forces T x T tiles, 1 one pass), ``min_score`` (None: the detector's
+    default) and eye ``align``ment."""
 
-    tiles: int = 1
+    tiles: int | str = "auto"
     min_score: float | None = None
     align: bool = False
 
@@ -126,7 +127,7 @@ class Engine:
     # recognizer variants
     def validate(self, options: DetectOptions) -> None:
         detector = self.settings.detector
-        if options.tiles != 1 and detector != "blazeface":
+        if options.tiles != "auto" and detector != "blazeface":
             raise ApiError(422, f"tiles needs the blazeface detector (this service runs {detector!r})")
         if options.align and detector != "blazeface":
             raise ApiError(422, f"align needs eye landmarks: the blazeface detector (this service runs {detector!r})")
@@ -157,7 +158,7 @@ class Engine:
         detector_options: dict[str, Any] = {}
         if options.min_score is not None:
             detector_options["min_score"] = options.min_score
-        if options.tiles != 1:
+        if options.tiles != "auto":
             detector_options["tiles"] = options.tiles
         base = self.recognizer
         return type(base)(
