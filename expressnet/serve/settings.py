@@ -6,14 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-API_KEY_ENV = "EXPRESSNET_API_KEY"
-
 
 @dataclass(frozen=True)
 class Settings:
     """``model``: a shipped name or a checkpoint/ONNX file; ``backend``: auto, torch or onnx. ``workers``
     inference threads run jobs; at most ``workers + queue`` jobs are admitted at once (more: 503 with
-    ``Retry-After``). Uploads over ``max_upload_mb`` and images over ``max_pixels`` get 413.
+    ``Retry-After``). Uploads over ``max_upload_mb`` and images over ``max_pixels`` get 413. ``api_key``: required
+    of every request when set (``expressnet serve --api-key``, or its environment variable ``EXPRESSNET_API_KEY``).
     ``recognizer_factory`` (tests) builds the recognizer from the settings instead of the real one."""
 
     host: str = "127.0.0.1"
