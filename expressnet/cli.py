@@ -550,7 +550,7 @@ def pack(
     from .data import DataError
 
     with _needs("train"):
-        from .evaluate.pack import pack_model
+        from .release import pack_model
 
     try:
         result = pack_model(source, target, weights, data, val_split, test_split, calibrate, class_bias, overwrite)

@@ -13,7 +13,7 @@ LAYERS = [
     {"checkpoint", "hub", "pretrained"},
     {"runtime"},
     {"evaluate"},
-    {"train"},
+    {"train", "release"},
     {"infer"},
     {"serve"},
     {"cli", "__main__"},

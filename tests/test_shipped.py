@@ -1,6 +1,6 @@
 """Regression check of the shipped models: accuracy on a fixed, seeded 300-image sample of each model's
 validation split stays within 1 point of the figure recorded in its metadata (``metrics.check``, written by
-``expressnet.evaluate.pack.record_check``); the metrics each model's record gives are those of its inference file."""
+``expressnet.release.record_check``); the metrics each model's record gives are those of its inference file."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from expressnet.checkpoint import read_metadata
 from expressnet.data import load_dataset, prepare_split
 from expressnet.data.registry import KNOWN_FILES
-from expressnet.evaluate.pack import record_check
 from expressnet.hub import records, shipped_models
+from expressnet.release import record_check
 from expressnet.runtime import load_classifier
 
 SHIPPED = shipped_models()
@@ -33,7 +33,7 @@ def validation_of(meta: dict) -> tuple[str, str]:
 def test_shipped_model_matches_its_recorded_check(name, tmp_path):
     meta = read_metadata(SHIPPED[name])
     check = meta.get("metrics", {}).get("check")
-    assert check, f"{name}: no metrics.check in its metadata (expressnet.evaluate.pack.record_check writes it)"
+    assert check, f"{name}: no metrics.check in its metadata (expressnet.release.record_check writes it)"
     data, split = validation_of(meta)
     assert check["data"] == data and check["n"] == 300 and check["seed"] == 0
     for part in data.split("+"):  # a model trained on several datasets (fer2013+rafdb) needs each
@@ -52,7 +52,7 @@ def test_shipped_model_matches_its_recorded_check(name, tmp_path):
 
 
 def test_pack_records_the_check_without_touching_the_weights(tmp_path, synthetic_fer):
-    from expressnet.evaluate.pack import pack_model
+    from expressnet.release import pack_model
     from expressnet.train.config import TrainConfig
     from expressnet.train.loop import run
 

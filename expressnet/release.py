@@ -1,6 +1,8 @@
-"""Package a trained checkpoint for shipping: int8 weights, a softmax temperature (optionally with per-class
-biases: BCTS) fitted on the validation split (never on test) and folded into the model, and the packed model's
-own metrics recorded in its metadata."""
+"""Release a trained checkpoint (``expressnet pack``): int8 weights, a softmax temperature (optionally with
+per-class biases: BCTS) fitted on the validation split (never on test) and folded into the model, the packed
+model's own metrics recorded in its metadata, and the sampled check (:func:`record_check`) that
+``tests/test_shipped.py`` recomputes for every shipped model. The step between ``train`` and shipping: it uses
+``evaluate`` (calibration, metrics) and sits beside ``train`` in the layers (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import INT8, add_logit_bias, fold_temperature, load_checkpoint, pack_checkpoint, save_checkpoint
-from ..data import Dataset, load_dataset, prepare_split
-from ..hub import load_model, resolve_model
-from ..runtime import predict_logits
-from .calibration import bias_gain, fit_bias_corrected_temperature, fit_temperature
-from .core import evaluate_prepared
+from .checkpoint import INT8, add_logit_bias, fold_temperature, load_checkpoint, pack_checkpoint, save_checkpoint
+from .data import Dataset, load_dataset, prepare_split
+from .evaluate.calibration import bias_gain, fit_bias_corrected_temperature, fit_temperature
+from .evaluate.core import evaluate_prepared
+from .hub import load_model, resolve_model
+from .runtime import predict_logits
 
 BRIEF = ("n", "accuracy", "macro_f1", "balanced_accuracy", "ece", "nll")
 
