@@ -11,10 +11,14 @@ removes and keeps, and how well head pose holds under mirroring and turning (doc
   the photo turned by +-15 and +-30 degrees (roll changes by the angle; the photo is first padded with black to
   its diagonal so that nothing is cut and both sides see the same surroundings; focal length fixed), for the
   default landmarker (2 passes, mirrored) and the fast one (1 pass);
+* through the Recognizer (``--recognizer``): the same counts from ``Recognizer.predict`` on the record's inference
+  file, ``Recognizer(confirm=False)`` (before) against ``Recognizer()`` (the presence check, on by default);
 * cost: ms per face of the stage (face model, iris model, geometry) and frames/s of one face in a 640x480 frame
-  end to end (detect + classify) without and with the presence check and the stage, in alternating rounds.
+  end to end (detect + classify) without and with the presence check and the stage, in alternating rounds, and
+  ``Recognizer.predict`` with ``confirm=False``, by default and with ``geometry=True``.
 
     python benchmarks/geometry.py [--threads 1] [--rafdb 500] [--skip-faces] [--skip-invariance] [--skip-speed]
+                                  [--recognizer]
 """
 
 from __future__ import annotations
@@ -120,6 +124,32 @@ def rafdb(plain, confirmed, count: int) -> None:
     print(f"  before {before} ({100 * before / count:.1f} %), after {after} ({100 * after / count:.1f} %)")
 
 
+def recognizer_counts(photos: Path, threads: int, count: int) -> None:
+    """Faces reported by ``Recognizer.predict`` (the record's inference file) without and with the presence check,
+    on the faceless files, every photo with faces and the RAF-DB crops."""
+    before = Recognizer(detector_options={"threads": threads}, threads=threads, confirm=False)
+    after = Recognizer(before.classifier, detector_options={"threads": threads})
+    print(f"\nthrough the Recognizer ({before.provenance()['file']}): faces before (confirm=False) / after (default)")
+    print(f"{'file':44s} {'truth':>5s} {'frames':>6s} {'before':>6s} {'after':>6s}")
+    folders = ("group", "hard", "labelled")
+    names = [f"{folder}/{p.name}" for folder in folders for p in sorted((photos / folder).glob("*"))]
+    videos = ("video/single_face_pyfeat.mp4", "video/video_faceapi.mp4", "video/WolfgangLanger_Pexels_pyfeat.mp4")
+    for name in dict.fromkeys([*NO_FACE, *names, *videos]):
+        frames = found = kept = 0
+        for image in images_of(photos / name):
+            frames += 1
+            found += len(before.predict_rgb([image])[0])
+            kept += len(after.predict_rgb([image])[0])
+        truth = 0 if name in NO_FACE else GROUP_COUNTS.get(Path(name).name, "")
+        print(f"{name:44s} {truth!s:>5s} {frames:6d} {found:6d} {kept:6d}")
+    files = sorted((data_root() / "rafdb" / "DATASET" / "test").glob("*/*.jpg"))
+    if count and len(files) >= count:
+        sample = [files[i] for i in sorted(np.random.default_rng(0).choice(len(files), count, replace=False))]
+        found, kept = (sum(bool(f) for f in r.predict_batch(sample)) for r in (before, after))
+        print(f"RAF-DB aligned test crops ({count}): a face in {found} ({100 * found / count:.1f} %) before, "
+              f"{kept} ({100 * kept / count:.1f} %) after")  # fmt: skip
+
+
 def centre(detection) -> np.ndarray:
     x, y, w, h = detection.box
     return np.array([x + w / 2, y + h / 2])
@@ -220,7 +250,7 @@ def one_face_frame() -> np.ndarray:
 def speed(threads: int, photos: Path) -> None:
     frame = one_face_frame()
     height, width = frame.shape[:2]
-    plain = Recognizer(detector_options={"threads": threads}, threads=threads)
+    plain = Recognizer(detector_options={"threads": threads}, threads=threads, confirm=False)
     stages = {
         "default (2 passes, mirrored)": FaceLandmarker(threads=threads),
         "fast (1 pass)": FaceLandmarker(passes=1, mirror=False, threads=threads),
@@ -262,8 +292,13 @@ def speed(threads: int, photos: Path) -> None:
 
         return once
 
+    options = {"detector_options": {"threads": threads}}
+    default = Recognizer(plain.classifier, **options)
+    with_geometry = Recognizer(plain.classifier, geometry=True, **options)
     fns = {
-        "Recognizer.predict (as benchmarks/e2e.py)": lambda: plain.predict(frame, color="rgb"),
+        "Recognizer(confirm=False).predict": lambda: plain.predict(frame, color="rgb"),
+        "Recognizer().predict (the default: presence check)": lambda: default.predict(frame, color="rgb"),
+        "Recognizer(geometry=True).predict": lambda: with_geometry.predict(frame, color="rgb"),
         "detect + classify": run(plain.detector, False),
         "+ presence check": run(confirmed, False),
     }
@@ -287,6 +322,7 @@ def main() -> None:
     parser.add_argument("--skip-faces", action="store_true", help="skip the false / true face counts")
     parser.add_argument("--skip-invariance", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--recognizer", action="store_true", help="also count faces through Recognizer.predict")
     args = parser.parse_args()
     cv2.setNumThreads(args.threads)
     photos = data_root() / "photos"
@@ -297,6 +333,8 @@ def main() -> None:
         true_faces(plain, confirmed, photos)
         if args.rafdb:
             rafdb(plain, confirmed, args.rafdb)
+    if photos.is_dir() and args.recognizer:
+        recognizer_counts(photos, args.threads, args.rafdb)
     elif not photos.is_dir():
         print(f"(photos not found: {photos}; set EXPRESSNET_DATA)")
     if not args.skip_invariance:

@@ -1,5 +1,6 @@
 """Face detection: the crop rule, BlazeFace anchors/decoding/NMS on synthetic outputs, alignment, the detector
-registry and model files, and the face counts on the real photos."""
+registry and model files, and the face counts on the real photos through the default path (BlazeFace confirmed by
+the face landmark model's presence score, as ``Recognizer()`` runs it)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from expressnet.faces import DETECTORS, Detection, create_detector, crop_face, d
 from expressnet.faces import model_files as mf
 from expressnet.faces.base import View, box_iou, turns_to_upright
 from expressnet.faces.blazeface import MODELS, auto_tiles, decode, letterbox, ssd_anchors, weighted_nms
+from expressnet.faces.confirm import ConfirmedDetector
 from expressnet.faces.crop import eye_angle
+from expressnet.infer.sources import VideoSource
 from expressnet.registry import Registry
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
@@ -34,6 +37,13 @@ GROUP_COUNTS = {
 @pytest.fixture(scope="module")
 def blazeface():
     return create_detector("blazeface", threads=1)
+
+
+@pytest.fixture(scope="module")
+def confirmed(shipped):
+    """The default Recognizer's detector: BlazeFace, every face confirmed by the presence check."""
+    assert isinstance(shipped.detector, ConfirmedDetector)
+    return shipped.detector
 
 
 def test_paper_crop_rule():
@@ -221,16 +231,35 @@ def test_fetch_detectors_checks_hashes(tmp_path, monkeypatch):
 
 @pytest.mark.data
 @pytest.mark.parametrize("name", sorted(GROUP_COUNTS))
-def test_group_photo_face_counts(blazeface, name):
-    found = blazeface.detect(read_image(real_data(f"photos/group/{name}")))
+def test_group_photo_face_counts(confirmed, name):
+    found = confirmed.detect(read_image(real_data(f"photos/group/{name}")))
     assert abs(len(found) - GROUP_COUNTS[name]) <= 1, (
         f"{name}: {len(found)} faces, PROVENANCE.md says {GROUP_COUNTS[name]}"
     )
 
 
 @pytest.mark.data
-def test_no_face_on_the_landscape(blazeface):
-    assert blazeface.detect(read_image(real_data("photos/hard/noface_landscape_insightface.jpg"))) == []
+def test_no_face_on_the_landscape(blazeface, confirmed):
+    image = read_image(real_data("photos/hard/noface_landscape_insightface.jpg"))
+    assert blazeface.detect(image) == [] and confirmed.detect(image) == []
+
+
+@pytest.mark.data
+def test_presence_check_removes_false_faces(blazeface, confirmed):
+    """The faceless video's title letters and the back of a head in video_faceapi.mp4 pass BlazeFace, not the
+    presence check; the faces of a real frame stay the same."""
+    for name, index in (("no_face_pyfeat.mp4", 67), ("video_faceapi.mp4", 0)):
+        image = video_frame(name, index)
+        assert len(blazeface.detect(image)) == 1 and confirmed.detect(image) == [], name
+    person = video_frame("single_face_pyfeat.mp4", 0)
+    assert confirmed.detect(person) == blazeface.detect(person) and len(confirmed.detect(person)) == 1
+
+
+def video_frame(name: str, index: int) -> np.ndarray:
+    with VideoSource(real_data(f"photos/video/{name}"), start=index, max_frames=1) as video:
+        (frame,) = video
+    assert frame.index == index
+    return frame.image
 
 
 def test_detectors_registry_is_lazy():
@@ -317,11 +346,11 @@ def test_no_face_rule(blazeface):
 
 
 @pytest.mark.data
-def test_small_faces_found_by_default(blazeface):
-    """Default settings (automatic tiling): the Solvay photo's ~40 px faces and the cheerleaders."""
-    solvay = blazeface.detect(read_image(real_data("photos/hard/smallfaces_solvay1927_human.jpg")))
-    assert len(solvay) >= 27, f"{len(solvay)} of 29 faces"
-    group = blazeface.detect(read_image(real_data("photos/group/stock-group-2_human.jpg")))
+def test_small_faces_found_by_default(confirmed):
+    """Default settings (automatic tiling, presence check): the Solvay photo's ~40 px faces and the cheerleaders."""
+    solvay = confirmed.detect(read_image(real_data("photos/hard/smallfaces_solvay1927_human.jpg")))
+    assert 27 <= len(solvay) <= 29, f"{len(solvay)} faces, 29 people"
+    group = confirmed.detect(read_image(real_data("photos/group/stock-group-2_human.jpg")))
     assert len(group) == 4
 
 
@@ -341,7 +370,8 @@ def shipped():
 @pytest.mark.data
 @pytest.mark.slow
 def test_faces_found_in_rafdb_test_crops(shipped):
-    """RAF-DB's aligned 100x100 crops (the face fills the frame) through the full default pipeline."""
+    """RAF-DB's aligned 100x100 crops (the face fills the frame) through the full default pipeline, presence check
+    included (490 of 500, 98.0 %; 492 without it)."""
     sample = rafdb_sample()
     results = shipped.predict_batch(sample)
     found = sum(len(faces) > 0 for faces in results)

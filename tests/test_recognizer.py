@@ -1,11 +1,13 @@
 """Recognizer: inputs of every kind, robustness to odd and broken images, batching, user boxes, video
-tracking and smoothing, the face schema. The shipped default model on its inference file (no torch needed; label
-quality is not tested here); a tiny untrained torch model where a test needs torch."""
+tracking and smoothing, the face schema, the presence check (on by default) and the face geometry (opt-in).
+The shipped default model on its inference file (no torch needed; label quality is not tested here); a tiny
+untrained torch model where a test needs torch."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -19,8 +21,11 @@ from expressnet import Recognizer
 from expressnet.data import DataError, Preprocessing
 from expressnet.data.images import array_to_rgb, read_image
 from expressnet.data.labels import FER2013_CLASSES
+from expressnet.faces import create_detector
+from expressnet.faces.confirm import ConfirmedDetector
+from expressnet.infer.outputs import GEOMETRY_COLUMNS, RowSink, columns, flat_rows, frame_result
 from expressnet.infer.smoothing import ProbabilitySmoother, flicker_rate, label_changes
-from expressnet.infer.sources import VideoFrame
+from expressnet.infer.sources import VideoFrame, VideoSource
 from expressnet.infer.tracking import IoUTracker
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "expressnet" / "assets" / "astronaut.jpg"
@@ -287,3 +292,119 @@ def test_default_model_on_the_demo_image(recognizer):
     assert_one_astronaut_face(faces)
     assert faces[0].emotion == "happy"  # the astronaut smiles
     assert recognizer.classifier.backend == expressnet.get_record().backend  # the record's inference file
+
+
+def test_presence_check_is_on_by_default(recognizer):
+    """A detector given by name is wrapped in the face-presence check unless ``confirm=False``; "none" (images are
+    face crops) and a detector passed in stay as they are unless asked."""
+    assert recognizer.confirm and isinstance(recognizer.detector, ConfirmedDetector)
+    assert "ConfirmedDetector(BlazeFaceDetector" in repr(recognizer)
+    options = {"detector_options": {"threads": 1}}
+    plain = Recognizer(recognizer.classifier, confirm=False, **options)
+    assert not plain.confirm and type(plain.detector).__name__ == "BlazeFaceDetector"
+    assert not Recognizer(recognizer.classifier, "none").confirm
+    given = create_detector("blazeface", threads=1)
+    assert Recognizer(recognizer.classifier, given).detector is given
+    wrapped = Recognizer(recognizer.classifier, given, confirm=True).detector
+    assert isinstance(wrapped, ConfirmedDetector) and wrapped.detector is given
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_no_false_faces_in_the_faceless_video(recognizer):
+    """no_face_pyfeat.mp4 (95 frames of sky and a title, no person): 16 faces without the presence check (the
+    title's letters), at most 1 with it (frame 71's "Ca", tilted, which the face model too takes for a face)."""
+    frames = [f.image for f in VideoSource(real_data("photos/video/no_face_pyfeat.mp4"))]
+    assert len(frames) == 95
+    plain = Recognizer(recognizer.classifier, confirm=False, detector_options={"threads": 1})
+    before = sum(len(plain.predict_rgb([f])[0]) for f in frames)
+    after = sum(len(recognizer.predict_rgb([f])[0]) for f in frames)
+    assert after <= 1 < 10 <= before, (before, after)
+
+
+@pytest.fixture(scope="module")
+def with_geometry(recognizer) -> Recognizer:
+    return Recognizer(recognizer.classifier, geometry=True, detector_options={"threads": 1})
+
+
+GEOMETRY_FIELDS = {"pose", "gaze", "eyes", "mouth_openness", "looking_at_camera"}
+
+
+def test_geometry_is_opt_in(recognizer, with_geometry, astronaut):
+    """Without ``geometry`` the faces and their schema are as before; with it each face has head pose, gaze, eye
+    and mouth openness and looking-at-camera, the same boxes and emotions, and the schema's nested fields."""
+    plain = recognizer.predict(astronaut, color="rgb")[0]
+    assert plain.geometry is None and plain.mesh is None
+    assert plain.pose is plain.gaze is plain.eye_openness is plain.mouth_openness is plain.looking_at_camera is None
+    assert not (GEOMETRY_FIELDS | {"mesh"}) & set(plain.to_dict())
+    face = with_geometry.predict(astronaut, color="rgb")[0]
+    assert face.box == plain.box and face == plain  # equality ignores the geometry
+    # the astronaut faces the camera and looks into it, eyes open, smiling with parted lips
+    assert abs(face.pose.yaw) < 15 and abs(face.pose.roll) < 10 and face.looking_at_camera is True
+    assert min(face.eye_openness) > 0.2 and 0.05 < face.mouth_openness < 0.4
+    d = face.to_dict()
+    assert set(d) == {"box", "score", "emotion", "probabilities", "track_id", "landmarks"} | GEOMETRY_FIELDS
+    assert d["pose"] == {k: round(getattr(face.pose, k), 2) for k in ("yaw", "pitch", "roll")}
+    assert d["gaze"] == {"yaw": round(face.gaze.yaw, 2), "pitch": round(face.gaze.pitch, 2)}
+    assert d["eyes"] == {
+        "openness_right": round(face.eye_openness[0], 4),
+        "openness_left": round(face.eye_openness[1], 4),
+    }
+    assert d["mouth_openness"] == round(face.mouth_openness, 4) and d["looking_at_camera"] is True
+    # the mirrored photo: yaw and roll change sign, pitch stays (tested in depth in tests/test_geometry.py)
+    mirrored = with_geometry.predict(np.ascontiguousarray(astronaut[:, ::-1]), color="rgb")[0]
+    assert mirrored.pose.yaw == pytest.approx(-face.pose.yaw, abs=2)
+    assert mirrored.pose.roll == pytest.approx(-face.pose.roll, abs=2)
+    assert mirrored.pose.pitch == pytest.approx(face.pose.pitch, abs=2)
+
+
+def test_geometry_per_call_and_the_mesh(recognizer, with_geometry, astronaut):
+    """``predict_rgb(geometry=True)`` (the service's switch) on a recognizer made without it gives what
+    ``Recognizer(geometry=True)`` gives; ``mesh`` keeps the 468 points, in the face's box."""
+    reference = with_geometry.predict_rgb([astronaut])[0][0].to_dict()
+    per_call = recognizer.predict_rgb([astronaut], geometry=True)[0][0].to_dict()
+    assert set(per_call) == set(reference)
+    for key in ("pose", "gaze", "eyes"):
+        assert per_call[key] == pytest.approx(reference[key], abs=0.05), key
+    face = recognizer.predict_rgb([astronaut], mesh=True)[0][0]
+    assert face.geometry is not None and face.mesh.shape == (468, 3)
+    x, y, w, h = face.box
+    inside = (face.mesh[:, 0] > x - 0.2 * w) & (face.mesh[:, 0] < x + 1.2 * w) & (face.mesh[:, 1] > y - 0.3 * h)
+    assert inside.all() and (face.mesh[:, 1] < y + 1.3 * h).all()
+    mesh = face.to_dict()["mesh"]
+    assert len(mesh) == 468 and all(len(p) == 3 for p in mesh) and mesh[1] == [round(float(v), 2) for v in face.mesh[1]]
+    assert Recognizer(recognizer.classifier, mesh=True, detector_options={"threads": 1}).geometry  # implies it
+    # user boxes get geometry too; no face, no geometry to compute
+    boxed = with_geometry.predict(astronaut, boxes=[face.box], color="rgb")[0]
+    assert boxed.pose.yaw == pytest.approx(face.pose.yaw, abs=3)
+    assert with_geometry.predict(np.full((200, 300, 3), 90, np.uint8), color="rgb") == []
+
+
+def test_geometry_in_the_flat_view(with_geometry, astronaut, tmp_path):
+    """The flat rows get the geometry columns only when geometry is on; CSV keeps looking_at_camera a boolean."""
+    classes = with_geometry.class_names
+    assert not set(GEOMETRY_COLUMNS) & set(columns(classes))
+    fields = columns(classes, geometry=True)
+    assert fields[: len(columns(classes)) - 4] == columns(classes)[:-4] and fields[-4:] == columns(classes)[-4:]
+    assert fields[-4 - len(GEOMETRY_COLUMNS) : -4] == list(GEOMETRY_COLUMNS)
+    face = with_geometry.predict(astronaut, color="rgb")[0]
+    result = frame_result("astronaut.jpg", 0, None, [face], (512, 512), with_geometry.provenance())
+    (row,) = flat_rows(result)
+    assert set(row) == set(fields)
+    assert (row["yaw"], row["gaze_pitch"], row["eye_open_left"]) == (
+        round(face.pose.yaw, 2),
+        round(face.gaze.pitch, 2),
+        round(face.eye_openness[1], 4),
+    )
+    assert row["mouth_open"] == round(face.mouth_openness, 4) and row["looking_at_camera"] is True
+    plain = frame_result("astronaut.jpg", 0, None, [replace(face, geometry=None)], (512, 512))
+    assert not set(GEOMETRY_COLUMNS) & set(flat_rows(plain)[0])
+    pd = pytest.importorskip("pandas", reason="read_results makes a pandas DataFrame: the analysis extra")
+    out = tmp_path / "rows.csv"
+    with RowSink(classes, csv_path=out, geometry=True) as sink:
+        sink.open()
+        sink.write([result, frame_result("empty.jpg", 0, None, [], (10, 10))])
+        sink.finish()
+    frame = expressnet.read_results(out)
+    assert list(frame.columns) == fields and frame["looking_at_camera"].tolist() == [True]
+    assert frame["yaw"].iloc[0] == pytest.approx(row["yaw"]) and pd.api.types.is_float_dtype(frame["gaze_yaw"])

@@ -10,7 +10,8 @@ HTTP API returns (docs/results.md)::
 ``predict --json`` writes one such line per image and processed frame (faces may be ``[]``). The **flat rows** of
 CSV, Parquet and :func:`read_results` (a pandas DataFrame) are a view of it (:func:`flat_rows`): one row per face
 (``x, y, w, h``, ``p_<class>``, the model's name, sha256 prefix, backend and precision in every row), and with
-``all_frames`` one row (``face_detected`` false) for a frame or image without a face. Annotated images and
+``all_frames`` one row (``face_detected`` false) for a frame or image without a face; with face geometry
+(``Recognizer(geometry=True)``) the :data:`GEOMETRY_COLUMNS` after the ``p_<class>`` ones. Annotated images and
 videos are drawn here too.
 
 :class:`RowSink` (long jobs) appends results as they come, to JSONL, CSV and a folder of Parquet parts (or to
@@ -55,6 +56,18 @@ FIXED_COLUMNS = (
     "emotion",
 )
 MODEL_COLUMNS = ("model", "model_sha256", "backend", "precision")  # after the p_<class> columns
+# with face geometry only, between the p_<class> and the model columns (the face's pose, gaze and eyes fields)
+GEOMETRY_COLUMNS = (
+    "yaw",
+    "pitch",
+    "roll",
+    "gaze_yaw",
+    "gaze_pitch",
+    "eye_open_right",
+    "eye_open_left",
+    "mouth_open",
+    "looking_at_camera",
+)
 STDOUT = "-"
 IMAGE_OUTPUT_SUFFIXES = (".jpg", ".jpeg", ".png")
 PALETTE = {
@@ -69,9 +82,28 @@ PALETTE = {
 }
 
 
-def columns(class_names: Sequence[str]) -> list[str]:
-    """Flat row fields: the fixed ones, ``p_<class>`` for each class in the model's order, then the model's."""
-    return [*FIXED_COLUMNS, *(f"p_{c}" for c in class_names), *MODEL_COLUMNS]
+def columns(class_names: Sequence[str], geometry: bool = False) -> list[str]:
+    """Flat row fields: the fixed ones, ``p_<class>`` for each class in the model's order, with ``geometry`` the
+    :data:`GEOMETRY_COLUMNS`, then the model's."""
+    return [*FIXED_COLUMNS, *(f"p_{c}" for c in class_names), *(GEOMETRY_COLUMNS if geometry else ()), *MODEL_COLUMNS]
+
+
+def geometry_values(face: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`GEOMETRY_COLUMNS` of a face of the schema that has geometry (``pose``), else {}."""
+    if face.get("pose") is None:
+        return {}
+    pose, gaze, eyes = face["pose"], face.get("gaze") or {}, face.get("eyes") or {}
+    return {
+        "yaw": pose["yaw"],
+        "pitch": pose["pitch"],
+        "roll": pose["roll"],
+        "gaze_yaw": gaze.get("yaw"),
+        "gaze_pitch": gaze.get("pitch"),
+        "eye_open_right": eyes.get("openness_right"),
+        "eye_open_left": eyes.get("openness_left"),
+        "mouth_open": face.get("mouth_openness"),
+        "looking_at_camera": face.get("looking_at_camera"),
+    }
 
 
 def frame_result(
@@ -115,7 +147,7 @@ def flat_rows(result: dict[str, Any], all_frames: bool = False) -> list[dict[str
         x, y, w, h = face["box"]
         row = {**base, "face_detected": face["score"] > 0, "face": index, "track_id": face.get("track_id")}
         row.update(x=x, y=y, w=w, h=h, score=face["score"], emotion=face["emotion"])
-        row.update({f"p_{c}": p for c, p in face["probabilities"].items()}, **tail)
+        row.update({f"p_{c}": p for c, p in face["probabilities"].items()}, **geometry_values(face), **tail)
         rows.append(row)
     return rows
 
@@ -185,6 +217,7 @@ def parquet_schema(fields: Sequence[str], model: dict[str, Any] | None = None):
     types.update(
         emotion=pa.string(), **dict.fromkeys(INT_COLUMNS, pa.int64()), **dict.fromkeys(MODEL_COLUMNS, pa.string())
     )
+    types["looking_at_camera"] = pa.bool_()
     schema = pa.schema([(f, types.get(f, pa.float64())) for f in fields])
     return schema.with_metadata({"expressnet": json.dumps({"model": model})}) if model is not None else schema
 
@@ -203,7 +236,8 @@ def import_pyarrow():
 class RowSink:
     """Frame results appended as they come: JSONL lines (the results schema) to a file or standard output (``-``),
     flat rows to a CSV file or standard output and/or a folder of Parquet parts (``part-00000.parquet``, ...); any
-    may be None. File outputs keep a progress journal for ``resume``; standard output cannot be resumed.
+    may be None; ``geometry``: the rows have the :data:`GEOMETRY_COLUMNS` (``Recognizer(geometry=True)``). File
+    outputs keep a progress journal for ``resume``; standard output cannot be resumed.
 
     ``open()`` refuses outputs that exist (:class:`OutputExists`) unless ``overwrite`` (start again) or
     ``resume``: then the journal's ``settings`` must equal these ones, every output is cut back to the length
@@ -225,8 +259,9 @@ class RowSink:
         overwrite: bool = False,
         all_frames: bool = False,
         model: dict[str, Any] | None = None,
+        geometry: bool = False,
     ) -> None:
-        self.fields = columns(class_names)
+        self.fields = columns(class_names, geometry)
         given = (("jsonl", jsonl), ("csv", csv_path), ("parquet", parquet))
         self.stdout = [k for k, v in given if v is not None and str(v) == STDOUT]
         if len(self.stdout) > 1 or "parquet" in self.stdout:
@@ -433,6 +468,10 @@ def read_results(path: str | Path):
         frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
         if "face_detected" in frame:
             frame["face_detected"] = frame["face_detected"].astype(str).eq("True")
+        if "looking_at_camera" in frame:  # empty where there is no face: missing, not False
+            frame["looking_at_camera"] = frame["looking_at_camera"].map(
+                {"True": True, "False": False, True: True, False: False}
+            )
         return frame
     return pd.DataFrame(read_rows(path))
 

@@ -1,11 +1,18 @@
 """``Recognizer``: faces and their emotions in photos, frames and videos.
 
     from expressnet import Recognizer
-    r = Recognizer()                       # shipped model, BlazeFace full range, min score 0.5
+    r = Recognizer()                       # shipped model, BlazeFace full range, min score 0.5, presence check
     faces = r.predict("photo.jpg")         # [Face(box=(x, y, w, h), score, emotion, probabilities), ...]
+    r = Recognizer(geometry=True)          # + head pose, gaze, eye and mouth openness (docs/geometry.md)
+    face = r.predict("photo.jpg")[0]; face.pose.yaw, face.gaze.pitch, face.eye_openness, face.looking_at_camera
     faces = r.predict(cv2.imread(p), color="bgr")   # arrays say their channel order (OpenCV: "bgr")
     for frame in r.predict_video("clip.mp4", every=2, smooth=0.5):
         print(frame.frame, frame.time_s, [f.emotion for f in frame.faces])
+
+Every detection is confirmed by MediaPipe's face landmark model (its face-presence score, ``confirm=True``, the
+default for a named detector): faceless frames give no faces (docs/geometry.md). ``geometry=True`` adds the face
+geometry stage (head pose, gaze, eye and mouth openness, looking at the camera: geometry on the 468-point face
+mesh and the iris model, not learned); it is off by default because of its cost.
 
 The classifier's input (size, channels, interpolation, crop rule) comes from the model's metadata, so
 inference prepares faces exactly as training did. The classifier runs on a :class:`~expressnet.runtime.Classifier`
@@ -32,6 +39,9 @@ from PIL import Image
 from ..data.base import DataError
 from ..data.images import to_model_input
 from ..faces import Detection, FaceDetector, create_detector, crop_face, detections_from_boxes
+from ..faces.confirm import ConfirmedDetector
+from ..faces.geometry import FaceGeometry, Gaze, HeadPose, face_geometry
+from ..faces.landmarks import FaceLandmarker, FaceMesh
 from ..runtime import Classifier, load_classifier
 from .smoothing import ProbabilitySmoother
 from .sources import VideoFrame, VideoSource, load_rgb
@@ -46,8 +56,11 @@ Boxes = Sequence[Sequence[float]]
 class Face:
     """One face: ``box`` (x, y, w, h) in pixels clipped to the image, detector ``score``, top ``emotion`` and
     ``probabilities`` (class name -> probability, summing to 1); ``landmarks`` (BlazeFace's six keypoints: eyes,
-    nose tip, mouth, ear tragions, as x, y pixels); ``track_id`` in videos. :meth:`to_dict` is the one face schema
-    of the API and of ``predict --json`` (docs/results.md)."""
+    nose tip, mouth, ear tragions, as x, y pixels); ``track_id`` in videos; with ``Recognizer(geometry=True)``,
+    ``geometry`` (:class:`~expressnet.faces.geometry.FaceGeometry`: head pose, gaze, eye and mouth openness,
+    looking at the camera; None when it is off or the landmarks gave no pose) and, with ``mesh=True``, ``mesh``
+    (the 468 face-mesh points (468, 3), x, y, z in image pixels). :meth:`to_dict` is the one face schema of the
+    API and of ``predict --json`` (docs/predict.md). Equality ignores ``geometry`` and ``mesh``."""
 
     box: tuple[int, int, int, int]
     score: float
@@ -55,10 +68,15 @@ class Face:
     probabilities: dict[str, float]
     landmarks: tuple[tuple[float, float], ...] | None = None
     track_id: int | None = None
+    geometry: FaceGeometry | None = field(default=None, compare=False)
+    mesh: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The face as JSON: ``box``, ``score`` (4 decimals), ``emotion``, ``probabilities`` (6 decimals),
-        ``track_id`` (None outside videos), and ``landmarks`` (2 decimals) when the detector gives them."""
+        ``track_id`` (None outside videos), ``landmarks`` (2 decimals) when the detector gives them; with
+        geometry, ``pose`` {yaw, pitch, roll}, ``gaze`` {yaw, pitch} (degrees, 2 decimals), ``eyes``
+        {openness_right, openness_left}, ``mouth_openness`` (4 decimals), ``looking_at_camera``, and ``mesh``
+        ([x, y, z] per point, 2 decimals) when kept."""
         d: dict[str, Any] = {
             "box": [int(v) for v in self.box],
             "score": round(float(self.score), 4),
@@ -68,6 +86,16 @@ class Face:
         }
         if self.landmarks is not None:
             d["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]
+        if self.geometry is not None:
+            g = self.geometry.to_dict()
+            right, left = g["eye_openness"]
+            d["pose"] = g["pose"]
+            d["gaze"] = None if g["gaze"] is None else {"yaw": g["gaze"]["yaw"], "pitch": g["gaze"]["pitch"]}
+            d["eyes"] = {"openness_right": right, "openness_left": left}
+            d["mouth_openness"] = g["mouth_openness"]
+            d["looking_at_camera"] = g["looking_at_camera"]
+        if self.mesh is not None:
+            d["mesh"] = np.round(np.asarray(self.mesh, dtype=np.float64), 2).tolist()
         return d
 
     @property
@@ -75,6 +103,31 @@ class Face:
         """The second most likely emotion and its probability."""
         ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])
         return ranked[1] if len(ranked) > 1 else ("", 0.0)
+
+    @property
+    def pose(self) -> HeadPose | None:
+        """Head pose: ``yaw``, ``pitch``, ``roll`` in degrees (None without geometry)."""
+        return None if self.geometry is None else self.geometry.pose
+
+    @property
+    def gaze(self) -> Gaze | None:
+        """Gaze direction in the camera's frame: ``yaw``, ``pitch`` in degrees (None without geometry)."""
+        return None if self.geometry is None else self.geometry.gaze
+
+    @property
+    def eye_openness(self) -> tuple[float, float] | None:
+        """Lid gap over eye width of (the person's right eye, their left eye); open about 0.2-0.35."""
+        return None if self.geometry is None else self.geometry.eye_openness
+
+    @property
+    def mouth_openness(self) -> float | None:
+        """Inner-lip gap over mouth width: 0 closed."""
+        return None if self.geometry is None else self.geometry.mouth_openness
+
+    @property
+    def looking_at_camera(self) -> bool | None:
+        """Gaze within 10 degrees of the camera, yaw within 45 and an eye open (docs/geometry.md)."""
+        return None if self.geometry is None else self.geometry.looking_at_camera
 
 
 @dataclass
@@ -99,7 +152,13 @@ class Recognizer:
     "torch" or "onnx". ``detector``: "blazeface" (default), "haar", "none" (images are face
     crops) or a :class:`FaceDetector`; ``detector_options`` go to its constructor (BlazeFace: ``model``,
     ``min_score``, ``tiles`` ("auto": tiles from the image size), ``retry`` (padded / rotated retries when
-    nothing is found), ``no_face`` ("whole": classify the whole image), ``threads``). ``align`` levels the
+    nothing is found), ``no_face`` ("whole": classify the whole image), ``threads``). ``confirm``: keep only
+    the detections the face landmark model scores as faces (presence >= 0.5; every retry too), wrapping the
+    detector in :class:`~expressnet.faces.confirm.ConfirmedDetector`; None (default) confirms a detector given
+    by name other than "none", and leaves a :class:`FaceDetector` passed in as it is. ``geometry``: each face
+    gets head pose, gaze, eye and mouth openness and looking-at-camera (:attr:`Face.geometry`; the face and iris
+    landmark models, 2 passes, mirrored: about 2.3 times the cost of one face, see docs/geometry.md); ``mesh``:
+    keep the 468 face-mesh points too (:attr:`Face.mesh`; implies ``geometry``). ``align`` levels the
     eyes before cropping (needs landmarks: BlazeFace). ``tta_flip`` defaults to what the model was trained
     for. ``device`` and ``precision`` apply to the torch backend (a module passed in is moved to ``device``).
     """
@@ -117,6 +176,9 @@ class Recognizer:
         device: Any = "cpu",
         backend: str = "auto",
         threads: int | None = None,
+        confirm: bool | None = None,
+        geometry: bool = False,
+        mesh: bool = False,
     ) -> None:
         if isinstance(model, Classifier):
             self.classifier = model
@@ -130,14 +192,37 @@ class Recognizer:
                 device=device,
                 threads=threads,
             )
-        if isinstance(detector, FaceDetector):
-            self.detector = detector
+        self.geometry, self.mesh = bool(geometry or mesh), bool(mesh)
+        self.landmark_threads = (detector_options or {}).get("threads", threads)
+        self._landmarker: FaceLandmarker | None = self.new_landmarker() if self.geometry else None
+        self._landmarker_lock = threading.Lock()
+        given = isinstance(detector, FaceDetector)
+        base = detector if given else create_detector(detector, **(detector_options or {}))
+        self.confirm = (not given and detector != "none") if confirm is None else bool(confirm)
+        if self.confirm and not isinstance(base, ConfirmedDetector):
+            # the geometry's landmarker confirms too: its meshes of the confirmed faces are reused
+            self.detector: FaceDetector = ConfirmedDetector(base, self._landmarker or self.new_landmarker(fast=True))
         else:
-            self.detector = create_detector(detector, **(detector_options or {}))
+            self.detector = base
         self._detect_lock = threading.Lock()
         self.class_names: tuple[str, ...] = self.classifier.class_names
         self.preprocessing = self.classifier.preprocessing
         self.align = align
+
+    def new_landmarker(self, fast: bool = False) -> FaceLandmarker:
+        """The face geometry's landmarker (face and iris models, 2 passes, mirrored), or ``fast``: the face model
+        alone, one pass (the presence check's)."""
+        if fast:
+            return FaceLandmarker(iris=False, passes=1, mirror=False, threads=self.landmark_threads)
+        return FaceLandmarker(threads=self.landmark_threads)
+
+    @property
+    def landmarker(self) -> FaceLandmarker:
+        """The geometry's landmarker, loaded on first use when the recognizer was made without ``geometry``."""
+        with self._landmarker_lock:
+            if self._landmarker is None:
+                self._landmarker = self.new_landmarker()
+            return self._landmarker
 
     @property
     def model(self) -> Any:
@@ -158,7 +243,7 @@ class Recognizer:
         return (
             f"Recognizer(model={self.classifier.name!r}, backend={self.classifier.backend!r}, "
             f"precision={self.classifier.precision!r}, classes={self.class_names}, detector={self.detector!r}, "
-            f"align={self.align})"
+            f"align={self.align}, geometry={self.geometry})"
         )
 
     def detect(self, rgb: np.ndarray, boxes: Boxes | None = None) -> list[Detection]:
@@ -186,25 +271,65 @@ class Recognizer:
         """Class probabilities (N, K) of every detection of every image, in order, in one classifier batch."""
         return self.classifier.probabilities(self.crops(rgb_images, detections))
 
-    def make_face(self, detection: Detection, probabilities: np.ndarray, rgb: np.ndarray) -> Face:
+    def meshes(self, rgb: np.ndarray, detections: Sequence[Detection]) -> list[FaceMesh]:
+        """Face meshes with eyes of ``detections`` of ``rgb`` for :meth:`make_face`'s geometry. Called right after
+        :meth:`detect` of the same image array on the same thread, it reuses the presence check's meshes."""
+        if not detections:
+            return []
+        if isinstance(self.detector, ConfirmedDetector) and self.detector.landmarker is self._landmarker:
+            return self.detector.meshes(rgb, detections)
+        return self.landmarker(rgb, detections)
+
+    def make_face(
+        self,
+        detection: Detection,
+        probabilities: np.ndarray,
+        rgb: np.ndarray,
+        mesh: FaceMesh | None = None,
+        keep_mesh: bool | None = None,
+    ) -> Face:
+        """A :class:`Face` of one detection and its class probabilities; with its ``mesh`` (:meth:`meshes`), its
+        geometry too, and the mesh's points when ``keep_mesh`` (default: the recognizer's ``mesh``)."""
         height, width = rgb.shape[:2]
+        geometry = None
+        if mesh is not None:
+            try:
+                geometry = face_geometry(mesh, width, height)
+            except ValueError:  # solvePnP found no pose (degenerate landmarks)
+                geometry = None
+        keep = self.mesh if keep_mesh is None else keep_mesh
         return Face(
             box=detection.clipped_box(width, height),
             score=float(detection.score),
             emotion=self.class_names[int(np.argmax(probabilities))],
             probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
             landmarks=detection.landmarks,
+            geometry=geometry,
+            mesh=mesh.points if mesh is not None and keep else None,
         )
 
     def predict_rgb(
-        self, rgb_images: Sequence[np.ndarray], boxes: Sequence[Boxes | None] | None = None
+        self,
+        rgb_images: Sequence[np.ndarray],
+        boxes: Sequence[Boxes | None] | None = None,
+        geometry: bool | None = None,
+        mesh: bool | None = None,
     ) -> list[list[Face]]:
-        """Faces of decoded RGB images, optionally with given boxes per image (the core of every ``predict*``)."""
+        """Faces of decoded RGB images, optionally with given boxes per image (the core of every ``predict*``).
+        ``geometry`` and ``mesh`` override the recognizer's settings for this call (None: its own; ``mesh``
+        implies ``geometry``)."""
         boxes = [None] * len(rgb_images) if boxes is None else boxes
-        detections = [self.detect(rgb, b) for rgb, b in zip(rgb_images, boxes)]
+        keep = self.mesh if mesh is None else mesh
+        measure = keep or (self.geometry if geometry is None else geometry)
+        detections, meshes = [], []
+        for rgb, b in zip(rgb_images, boxes):
+            found = self.detect(rgb, b)
+            detections.append(found)
+            meshes.append(self.meshes(rgb, found) if measure else [None] * len(found))
         probabilities = iter(self.classify(rgb_images, detections))
         return [
-            [self.make_face(d, next(probabilities), rgb) for d in found] for rgb, found in zip(rgb_images, detections)
+            [self.make_face(d, next(probabilities), rgb, m, keep) for d, m in zip(found, found_meshes)]
+            for rgb, found, found_meshes in zip(rgb_images, detections, meshes)
         ]
 
     def predict(self, image: ImageInput, boxes: Boxes | None = None, color: str | None = None) -> list[Face]:
