@@ -140,6 +140,39 @@ def test_faces_raw_body_and_options(client, group_jpeg):
     assert [f["box"] for f in form.json()["faces"]] == [f["box"] for f in strict]
 
 
+GEOMETRY_FIELDS = {"pose", "gaze", "eyes", "mouth_openness", "looking_at_camera"}
+
+
+def test_faces_geometry_option(client, group_jpeg):
+    """``geometry=true`` (query or form field) adds each face's head pose, gaze, eye and mouth openness and
+    looking_at_camera, as the recognizer computes them; ``mesh=true`` the 468 points too; without it the faces
+    are as before."""
+    plain = client.post("/v1/faces", **jpeg(group_jpeg)).json()["faces"]
+    assert plain and not any((GEOMETRY_FIELDS | {"mesh"}) & set(f) for f in plain)
+    r = client.post("/v1/faces?geometry=true", **jpeg(group_jpeg))
+    assert r.status_code == 200, r.text
+    faces = r.json()["faces"]
+    recognizer = client.app.state.engine.recognizer
+    expected = [f.to_dict() for f in recognizer.predict_rgb([decode_image_bytes(group_jpeg)], geometry=True)[0]]
+    assert [f["box"] for f in faces] == [f["box"] for f in expected] == [f["box"] for f in plain]
+    for face, reference in zip(faces, expected):
+        assert set(face) == set(plain[0]) | GEOMETRY_FIELDS and "mesh" not in face
+        for key in ("pose", "gaze", "eyes"):
+            assert face[key] == pytest.approx(reference[key], abs=0.05), key
+        assert face["mouth_openness"] == pytest.approx(reference["mouth_openness"], abs=0.01)
+        assert set(face["pose"]) == {"yaw", "pitch", "roll"} and set(face["gaze"]) == {"yaw", "pitch"}
+        assert all(-90 <= v <= 90 for v in face["pose"].values()) and isinstance(face["looking_at_camera"], bool)
+        assert all(0 <= v < 1 for v in face["eyes"].values())
+    form = client.post(
+        "/v1/faces", files={"image": ("g.jpg", group_jpeg, "image/jpeg")}, data={"geometry": "true", "mesh": "true"}
+    )
+    meshed = form.json()["faces"]
+    assert len(meshed) == len(faces) and all(len(f["mesh"]) == 468 and len(f["mesh"][0]) == 3 for f in meshed)
+    assert meshed[0]["pose"] == pytest.approx(faces[0]["pose"], abs=0.05)
+    only_mesh = client.post("/v1/faces?mesh=1", **jpeg(group_jpeg)).json()["faces"]  # implies geometry
+    assert GEOMETRY_FIELDS | {"mesh"} <= set(only_mesh[0])
+
+
 def test_faces_generated_image_without_faces(client):
     gradient = np.broadcast_to(np.linspace(40, 220, 200, dtype=np.uint8)[None, :, None], (120, 200, 3))
     r = client.post(
@@ -212,7 +245,9 @@ def test_malformed_multipart(client, group_jpeg):
     assert_error(r, 400, "boundary")
 
 
-@pytest.mark.parametrize("query", ["tiles=0", "tiles=9", "min_score=2", "min_score=abc", "align=maybe"])
+@pytest.mark.parametrize(
+    "query", ["tiles=0", "tiles=9", "min_score=2", "min_score=abc", "align=maybe", "geometry=maybe", "mesh=2"]
+)
 def test_bad_parameters(client, group_jpeg, query):
     assert_error(client.post(f"/v1/faces?{query}", **jpeg(group_jpeg)), 422, query.split("=")[0])
 
@@ -220,6 +255,8 @@ def test_bad_parameters(client, group_jpeg, query):
 def test_bad_form_parameter(client, group_jpeg):
     r = client.post("/v1/faces", files={"image": ("g.jpg", group_jpeg, "image/jpeg")}, data={"tiles": "many"})
     assert_error(r, 422, "tiles")
+    r = client.post("/v1/faces", files={"image": ("g.jpg", group_jpeg, "image/jpeg")}, data={"geometry": "perhaps"})
+    assert_error(r, 422, "geometry")
 
 
 def test_tiles_default_to_auto_and_one_forces_one_pass(client):
@@ -381,6 +418,7 @@ def test_openapi_lists_the_api(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/faces", "/v1/videos", "/v1/models", "/healthz", "/readyz", "/metrics"} <= set(paths)
     assert "multipart/form-data" in paths["/v1/faces"]["post"]["requestBody"]["content"]
+    assert {"geometry", "mesh"} <= {p["name"] for p in paths["/v1/faces"]["post"]["parameters"]}
     assert client.get("/docs").status_code == 200
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ...infer.outputs import frame_result
 from ..deps import DetectParams, get_engine, require_api_key, validated
@@ -18,8 +18,43 @@ from ..limits import IMAGE_FORMATS, decode_upload, receive_upload
 router = APIRouter(prefix="/v1", tags=["faces"], dependencies=[Depends(require_api_key)])
 
 
+class FacesParams(DetectParams):
+    """The detector options and the face geometry (query parameters, or multipart form fields)."""
+
+    geometry: bool = Field(
+        False,
+        description="Add each face's head pose, gaze, eye and mouth openness and looking_at_camera (geometry on "
+        "MediaPipe's face mesh and iris landmarks, not learned; about twice the time per face).",
+    )
+    mesh: bool = Field(False, description="Add the 468 face-mesh points [x, y, z] too (implies geometry).")
+
+
+class PoseOut(BaseModel):
+    """Head pose in degrees: yaw > 0 the person turns to their left, pitch > 0 up, roll > 0 towards their left
+    shoulder."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+class GazeOut(BaseModel):
+    """Gaze direction in the camera's frame, degrees (signs as the head pose)."""
+
+    yaw: float
+    pitch: float
+
+
+class EyesOut(BaseModel):
+    """Lid gap over eye width of the person's right and left eye (open about 0.2-0.35, shut under 0.1)."""
+
+    openness_right: float
+    openness_left: float
+
+
 class FaceOut(BaseModel):
-    """One face: the schema of ``predict --json`` too (docs/results.md)."""
+    """One face: the schema of ``predict --json`` too (docs/predict.md); the geometry fields only with
+    ``geometry=true``."""
 
     box: list[int]
     score: float
@@ -27,6 +62,12 @@ class FaceOut(BaseModel):
     probabilities: dict[str, float]
     track_id: int | None = None
     landmarks: list[list[float]] | None = None
+    pose: PoseOut | None = None
+    gaze: GazeOut | None = None
+    eyes: EyesOut | None = None
+    mouth_openness: float | None = None
+    looking_at_camera: bool | None = None
+    mesh: list[list[float]] | None = None
 
 
 class ImageSize(BaseModel):
@@ -60,7 +101,7 @@ IMAGE_BODY = {
     "requestBody": {
         "required": True,
         "description": f"An image ({', '.join(IMAGE_FORMATS)}): a multipart `image` field (optionally with "
-        "`tiles`, `min_score`, `align` fields) or the raw file with an image/* Content-Type.",
+        "`tiles`, `min_score`, `align`, `geometry`, `mesh` fields) or the raw file with an image/* Content-Type.",
         "content": {
             "multipart/form-data": {
                 "schema": {
@@ -71,6 +112,8 @@ IMAGE_BODY = {
                         "tiles": {"type": "integer", "minimum": 1, "maximum": 4},
                         "min_score": {"type": "number", "minimum": 0, "maximum": 1},
                         "align": {"type": "boolean"},
+                        "geometry": {"type": "boolean"},
+                        "mesh": {"type": "boolean"},
                     },
                 }
             },
@@ -94,16 +137,23 @@ def elapsed_ms(start: float) -> float:
 
 
 def recognise_image(
-    engine: Engine, data: bytes, options: DetectOptions, submitted: float, source: str = "upload"
+    engine: Engine,
+    data: bytes,
+    options: DetectOptions,
+    submitted: float,
+    source: str = "upload",
+    geometry: bool = False,
+    mesh: bool = False,
 ) -> dict[str, Any]:
-    """Decode and recognise on an inference thread; times each step. The frame result of ``predict --json``."""
+    """Decode and recognise on an inference thread; times each step. The frame result of ``predict --json``
+    (with the faces' geometry, and their meshes, when asked)."""
     timing = {"queue": elapsed_ms(submitted)}
     start = time.perf_counter()
     rgb = decode_upload(data, engine.settings.max_pixels, "image")
     timing["decode"] = elapsed_ms(start)
     start = time.perf_counter()
     with engine.variant(options) as recognizer:
-        faces = recognizer.predict_rgb([rgb])[0]
+        faces = recognizer.predict_rgb([rgb], geometry=geometry or mesh, mesh=mesh)[0]
     timing["inference"] = elapsed_ms(start)
     engine.metrics.inference.observe(timing["inference"] / 1000)
     height, width = rgb.shape[:2]
@@ -111,9 +161,10 @@ def recognise_image(
 
 
 @router.post("/faces", openapi_extra=IMAGE_BODY, responses={200: {"model": FacesOut}, **ERRORS})
-async def faces(request: Request, params: Annotated[DetectParams, Query()]) -> JSONResponse:
-    """Faces (box, detector score, emotion, class probabilities, landmarks) in one image, best first, as a frame
-    result (the schema of ``predict --json``) naming the model, its sha256 prefix, backend and precision."""
+async def faces(request: Request, params: Annotated[FacesParams, Query()]) -> JSONResponse:
+    """Faces (box, detector score, emotion, class probabilities, landmarks; with ``geometry=true`` head pose,
+    gaze, eye and mouth openness and looking_at_camera) in one image, best first, as a frame result (the schema of
+    ``predict --json``) naming the model, its sha256 prefix, backend and precision."""
     engine = get_engine(request)
     start = time.perf_counter()
     with engine.admit():
@@ -122,11 +173,13 @@ async def faces(request: Request, params: Annotated[DetectParams, Query()]) -> J
         upload = await receive_upload(
             request, buffer, "image", ("image/",), settings.max_upload_bytes, settings.body_timeout_s
         )
-        options = validated(DetectParams, params, upload.fields).options()
+        given = validated(FacesParams, params, upload.fields)
+        options = given.options()
         engine.validate(options)
         read_ms = elapsed_ms(start)
         source = upload.filename or "upload"
-        result = await engine.run(recognise_image, engine, buffer.getvalue(), options, time.perf_counter(), source)
+        data, submitted = buffer.getvalue(), time.perf_counter()
+        result = await engine.run(recognise_image, engine, data, options, submitted, source, given.geometry, given.mesh)
     engine.metrics.faces.labels("faces").inc(len(result["faces"]))
     result["timing_ms"] = {"read": read_ms, **result["timing_ms"], "total": elapsed_ms(start)}
     return JSONResponse(result)
