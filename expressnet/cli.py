@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -306,61 +307,100 @@ def data_report_cmd(
     _emit_json(report, json_out)
 
 
+# expressnet predict's options, one line each in its signature (PredictOptions holds them for the run)
+Source = Annotated[str, typer.Argument(help="Image, folder, glob ('photos/*.jpg'), video file or camera index.")]
+Model = Annotated[str, typer.Option(help=MODEL_HELP)]
+Backend = Annotated[str, typer.Option(help=BACKEND_HELP)]
+Detector = Annotated[str, typer.Option(help="blazeface, haar, or none (inputs are face crops).")]
+JsonOut = Annotated[
+    str | None, typer.Option("--json", help="Write one JSON line per image or frame (the API's schema); '-': stdout.")
+]
+CsvOut = Annotated[str | None, typer.Option("--csv", help="Write one CSV row per face per frame; '-': stdout.")]
+SaveAnnotated = Annotated[str | None, typer.Option(help="Folder for annotated images/videos (<name>_annotated.*).")]
+Every = Annotated[int, typer.Option(help="Process every N-th video frame.")]
+Smooth = Annotated[
+    float | None, typer.Option(help="Video: smooth each track's probabilities, p = a*new + (1-a)*p (0<a<=1).")
+]
+MaxFrames = Annotated[int | None, typer.Option(help="Video: stop after this many processed frames.")]
+MinScore = Annotated[float | None, typer.Option(help="Detector score threshold (BlazeFace default 0.5).")]
+BlazefaceModel = Annotated[str, typer.Option(help="BlazeFace model: full, full-sparse or short.")]
+Tiles = Annotated[
+    str,
+    typer.Option(
+        help="BlazeFace: auto (tiles chosen from the image size: small faces in large photos), 1 (one pass over "
+        "the whole image) or T (the whole image plus a fixed TxT grid)."
+    ),
+]
+Retry = Annotated[
+    str, typer.Option(help="When nothing is found, retry on the image padded and/or rotated: pad,rotate | none.")
+]
+NoFace = Annotated[
+    str, typer.Option(help="No face found: skip (no row), or whole (classify the whole image, score 0).")
+]
+AllFrames = Annotated[
+    bool, typer.Option(help="CSV/Parquet: also a row (face_detected false) for each frame or image without a face.")
+]
+Align = Annotated[bool, typer.Option(help="Rotate faces so the eyes are level (BlazeFace landmarks).")]
+Geometry = Annotated[
+    bool,
+    typer.Option(
+        help="Head pose, gaze, eye and mouth openness and looking-at-camera per face (geometry on the face mesh, "
+        "docs/geometry.md); in videos, blinks per track. Slower."
+    ),
+]
+Mesh = Annotated[bool, typer.Option(help="JSON: the 468 face-mesh points of each face (x, y, z; implies --geometry).")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads for the classifier and detector.")]
+Progress = Annotated[bool, typer.Option(help="Show progress (bars on a terminal, else a line every 30 s).")]
+Parquet = Annotated[
+    str | None, typer.Option(help="Write the rows as Parquet parts (part-*.parquet) in this folder (pyarrow).")
+]
+Recursive = Annotated[bool, typer.Option(help="Folders: also the files in their subfolders.")]
+Resume = Annotated[
+    bool, typer.Option(help="Continue an interrupted run of the same command (its OUT.progress journal).")
+]
+Overwrite = Annotated[bool, typer.Option(help="Replace outputs that exist (default: refuse).")]
+Engine = Annotated[str, typer.Option(help="local (threads on this machine) or ray (Ray Data; the ray extra).")]
+Address = Annotated[
+    str | None, typer.Option(help="--engine ray: the cluster (auto, ray://HOST:PORT; default: a local one).")
+]
+NumWorkers = Annotated[int | None, typer.Option(help="--engine ray: recognizer workers (default 1).")]
+Workers = Annotated[int, typer.Option(help="--engine local: decoding/detection threads.")]
+BatchSize = Annotated[int, typer.Option(help="Images (or video frames) classified in one batch.")]
+
+
 @app.command()
 def predict(
-    source: Annotated[str, typer.Argument(help="Image, folder, glob ('photos/*.jpg'), video file or camera index.")],
-    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "default",
-    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
-    detector: Annotated[str, typer.Option(help="blazeface, haar, or none (inputs are face crops).")] = "blazeface",
-    json_out: Annotated[
-        str | None,
-        typer.Option("--json", help="Write one JSON line per image or frame (the API's schema); '-': stdout."),
-    ] = None,
-    csv_out: Annotated[str | None, typer.Option("--csv", help="Write one CSV row per face per frame; '-': stdout.")] = (
-        None
-    ),
-    save_annotated: Annotated[
-        str | None, typer.Option(help="Folder for annotated images/videos (<name>_annotated.*).")
-    ] = None,
-    every: Annotated[int, typer.Option(help="Process every N-th video frame.")] = 1,
-    smooth: Annotated[
-        float | None, typer.Option(help="Video: smooth each track's probabilities, p = a*new + (1-a)*p (0<a<=1).")
-    ] = None,
-    max_frames: Annotated[int | None, typer.Option(help="Video: stop after this many processed frames.")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Detector score threshold (BlazeFace default 0.5).")] = None,
-    blazeface_model: Annotated[str, typer.Option(help="BlazeFace model: full, full-sparse or short.")] = "full",
-    tiles: Annotated[
-        str, typer.Option(help="BlazeFace: also scan a TxT grid of tiles (small faces); auto: from the image size.")
-    ] = "auto",
-    retry: Annotated[
-        str, typer.Option(help="When nothing is found, retry on the image padded and/or rotated: pad,rotate | none.")
-    ] = "pad,rotate",
-    no_face: Annotated[
-        str, typer.Option(help="No face found: skip (no row), or whole (classify the whole image, score 0).")
-    ] = "skip",
-    all_frames: Annotated[
-        bool, typer.Option(help="CSV/Parquet: also a row (face_detected false) for each frame or image without a face.")
-    ] = False,
-    align: Annotated[bool, typer.Option(help="Rotate faces so the eyes are level (BlazeFace landmarks).")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the classifier and detector.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress (bars on a terminal, else a line every 30 s).")] = True,
-    parquet: Annotated[
-        str | None, typer.Option(help="Write the rows as Parquet parts (part-*.parquet) in this folder (pyarrow).")
-    ] = None,
-    recursive: Annotated[bool, typer.Option(help="Folders: also the files in their subfolders.")] = False,
-    resume: Annotated[
-        bool, typer.Option(help="Continue an interrupted run of the same command (its OUT.progress journal).")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace outputs that exist (default: refuse).")] = False,
-    engine: Annotated[str, typer.Option(help="local (threads on this machine) or ray (Ray Data; the ray extra).")] = (
-        "local"
-    ),
-    address: Annotated[
-        str | None, typer.Option(help="--engine ray: the cluster (auto, ray://HOST:PORT; default: a local one).")
-    ] = None,
-    num_workers: Annotated[int | None, typer.Option(help="--engine ray: recognizer workers (default 1).")] = None,
-    workers: Annotated[int, typer.Option(help="--engine local: decoding/detection threads.")] = 2,
-    batch_size: Annotated[int, typer.Option(help="Images (or video frames) classified in one batch.")] = 8,
+    ctx: typer.Context,
+    source: Source,
+    model: Model = "default",
+    backend: Backend = "auto",
+    detector: Detector = "blazeface",
+    json_out: JsonOut = None,
+    csv_out: CsvOut = None,
+    save_annotated: SaveAnnotated = None,
+    every: Every = 1,
+    smooth: Smooth = None,
+    max_frames: MaxFrames = None,
+    min_score: MinScore = None,
+    blazeface_model: BlazefaceModel = "full",
+    tiles: Tiles = "auto",
+    retry: Retry = "pad,rotate",
+    no_face: NoFace = "skip",
+    all_frames: AllFrames = False,
+    align: Align = False,
+    geometry: Geometry = False,
+    mesh: Mesh = False,
+    threads: Threads = None,
+    progress: Progress = True,
+    parquet: Parquet = None,
+    recursive: Recursive = False,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+    engine: Engine = "local",
+    address: Address = None,
+    num_workers: NumWorkers = None,
+    workers: Workers = 2,
+    batch_size: BatchSize = 8,
 ) -> None:
     """Detect faces and classify their expressions. Without an output option the results are printed as a table
     (source, frame and time, face, box, emotion and probability, runner-up); --json/--csv/--parquet write them
@@ -370,84 +410,81 @@ def predict(
     Exit code 0: all inputs processed; 1: some inputs failed (one line each on stderr and in the summary; the
     others were processed and written); 2: usage error (bad option, no such source or camera, unusable model, an
     output that exists) or an output that cannot be written."""
+    _predict(source, _predict_options(ctx.params))
+
+
+def _detector_options(params: dict) -> dict:
+    """The detector's options from predict's flags (BlazeFace and Haar: retries, the no-face rule, min score;
+    BlazeFace: its model, tiles, threads)."""
+    options: dict = {}
+    if params["detector"] in ("blazeface", "haar"):
+        options.update(retry=params["retry"], no_face=params["no_face"])
+        if params["min_score"] is not None:
+            options["min_score"] = params["min_score"]
+    if params["detector"] == "blazeface":
+        tiles = params["tiles"]
+        if tiles != "auto" and not (tiles.isdigit() and int(tiles) >= 1):
+            _fail(f"--tiles must be auto or a number >= 1, got {tiles!r}")
+        options.update(model=params["blazeface_model"], tiles=tiles if tiles == "auto" else int(tiles))
+        options["threads"] = params["threads"]
+    return options
+
+
+def _predict_options(params: dict):
+    """predict's flags as one :class:`~expressnet.infer.options.PredictOptions` (usage errors: exit 2)."""
+    from .infer.options import PredictOptions
+    from .infer.outputs import STDOUT
+
+    if STDOUT in (params["json_out"], params["csv_out"]) and (
+        params["json_out"] == params["csv_out"] or params["parquet"] == STDOUT
+    ):
+        _fail("standard output ('-') takes one output: --json - or --csv -")
+    same = ("model", "backend", "detector", "align", "threads", "geometry", "mesh", "recursive", "every", "smooth")
+    same += ("max_frames", "parquet", "all_frames", "resume", "overwrite", "engine", "num_workers", "batch_size")
+    named = {k: params[k] for k in (*same, "workers", "progress")}
+    renamed = {"jsonl": params["json_out"], "csv": params["csv_out"], "annotate_dir": params["save_annotated"]}
+    try:
+        return PredictOptions(
+            detector_options=_detector_options(params), ray_address=params["address"], **renamed, **named
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _predict(source: str, options) -> None:
+    """Build the recognizer, run predict, print the table (no output option) or the closing lines; exit 1 when
+    some inputs failed."""
     import os
     import sys
 
     from .data import DataError
     from .faces.model_files import DetectorModelError
     from .hub import CheckpointError
+    from .infer.outputs import STDOUT
     from .infer.predict import run_predict
     from .infer.recognizer import Recognizer
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg stays quiet: each bad video gets one error line
-    if "-" in (json_out, csv_out) and (json_out == csv_out or parquet == "-"):
-        _fail("standard output ('-') takes one output: --json - or --csv -")
-    to_stdout = "-" in (json_out, csv_out)
-    table = json_out is None and csv_out is None and parquet is None
-    options: dict = {}
-    if detector in ("blazeface", "haar"):
-        options.update(retry=retry, no_face=no_face)
-        if min_score is not None:
-            options["min_score"] = min_score
-    if detector == "blazeface":
-        if tiles != "auto" and not tiles.isdigit():
-            _fail(f"--tiles must be auto or a number >= 1, got {tiles!r}")
-        options.update(model=blazeface_model, tiles=tiles if tiles == "auto" else int(tiles), threads=threads)
-    if threads is not None:
+    table = options.jsonl is None and options.csv is None and options.parquet is None
+    out = err_console if STDOUT in (options.jsonl, options.csv) else console  # messages go where results do not
+    if options.threads is not None:
         import cv2
 
-        cv2.setNumThreads(threads)
-    # messages go where the results do not: stderr when the results are on stdout
-    out = err_console if to_stdout else console
-    spec = {
-        "model": model,
-        "detector": detector,
-        "detector_options": options,
-        "align": align,
-        "threads": threads,
-        "backend": backend,
-    }
+        cv2.setNumThreads(options.threads)
 
     def show(line: str) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
+    def warn(message: str) -> None:
+        err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+
     try:
         with _quiet_native_stderr():
-            recognizer = Recognizer(
-                model, detector, detector_options=options, align=align, backend=backend, threads=threads
-            )
-        summary = run_predict(
-            source,
-            recognizer,
-            json_out,
-            csv_out,
-            save_annotated,
-            every,
-            smooth,
-            max_frames,
-            progress and not table,  # the table is the progress
-            warn=lambda message: err_console.print(f"[red]error:[/] {escape(message)}", highlight=False),
-            all_frames=all_frames,
-            parquet=parquet,
-            recursive=recursive,
-            resume=resume,
-            overwrite=overwrite,
-            settings={
-                "model": model,
-                "detector": detector,
-                "detector_options": {k: v for k, v in options.items() if k != "threads"},
-                "align": align,
-                "batch_size": batch_size,
-            },
-            engine=engine,
-            ray_address=address,
-            num_workers=num_workers,
-            recognizer_spec=spec,
-            batch_size=batch_size,
-            workers=workers,
-            show=show if table else None,
-        )
+            recognizer = Recognizer(**options.recognizer_kwargs())
+        if table:
+            options = replace(options, progress=False)  # the table is the progress
+        summary = run_predict(source, recognizer, options, warn=warn, show=show if table else None)
     except ModuleNotFoundError as exc:  # ray, pyarrow, torch: the message names the extra
         _fail(str(exc))
     except (DataError, CheckpointError, DetectorModelError, ValueError, OSError) as exc:

@@ -282,8 +282,10 @@ def test_a_resumed_video_says_where_it_went_on():
     from expressnet.infer.predict import PredictSummary
 
     summary = PredictSummary(files=1, frames=40, resumed_at=0, resumed_in="clip.mp4", resumed_frame=120, seconds=1)
-    assert "(resumed after 0 input(s), in clip.mp4 at frame 120)" in summary.line()
-    assert "(resumed after 3 input(s))" in PredictSummary(resumed_at=3).line()
+    assert summary.line().endswith(" (resumed in clip.mp4 at frame 120)")  # not "after 0 input(s)"
+    later = PredictSummary(resumed_at=3, resumed_in="clip.mp4", resumed_frame=8).line()
+    assert later.endswith(" (resumed in clip.mp4 at frame 8, after 3 finished input(s))")
+    assert PredictSummary(resumed_at=3).line().endswith(" (resumed after 3 finished input(s))")
 
 
 def test_parquet_names_the_model_in_its_metadata(tmp_path):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ from test_predict_cli import predict
 
 from expressnet import Recognizer
 from expressnet.data import DataError
+from expressnet.infer.options import PredictOptions
 from expressnet.infer.outputs import read_rows
 from expressnet.infer.predict import run_predict
 from expressnet.infer.sources import expand_source, is_source_input, iter_source
@@ -198,15 +200,15 @@ def test_ray_engine_gives_the_local_rows(checkpoint, tmp_path):
     pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'expressnet[ray]')")
     folder = image_folder(tmp_path / "photos", 24)
     synthetic_video(folder / "zz_clip.avi", 30)
-    spec = {"model": str(checkpoint), "detector": "haar", "backend": "torch", "threads": 1}
-    recognizer = Recognizer(**spec)
-    common = dict(every=3, smooth=0.5, progress=False, warn=lambda message: None, all_frames=True)
-    local = run_predict(folder, recognizer, tmp_path / "local.jsonl", **common)
+    recipe = {"model": str(checkpoint), "detector": "haar", "backend": "torch", "threads": 1, "progress": False}
+    options = PredictOptions(**recipe, every=3, smooth=0.5, all_frames=True)
+    recognizer = Recognizer(**options.recognizer_kwargs())
+    quiet = {"warn": lambda message: None}
+    local = run_predict(folder, recognizer, replace(options, jsonl=tmp_path / "local.jsonl"), **quiet)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = run_predict(
-            folder, recognizer, tmp_path / "ray.jsonl", **common, engine="ray", num_workers=2, recognizer_spec=spec
-        )
+        remote_options = replace(options, jsonl=tmp_path / "ray.jsonl", engine="ray", num_workers=2)
+        remote = run_predict(folder, recognizer, remote_options, **quiet)
     finally:
         ray.shutdown()
     assert (remote.files, remote.frames, remote.faces, remote.failures) == (

@@ -56,7 +56,8 @@ FIXED_COLUMNS = (
     "emotion",
 )
 MODEL_COLUMNS = ("model", "model_sha256", "backend", "precision")  # after the p_<class> columns
-# with face geometry only, between the p_<class> and the model columns (the face's pose, gaze and eyes fields)
+# with face geometry only, between the p_<class> and the model columns (the face's pose, gaze and eyes fields, and
+# in videos blink_s: the duration of the blink the face's track ended at this frame, empty at other frames)
 GEOMETRY_COLUMNS = (
     "yaw",
     "pitch",
@@ -67,6 +68,7 @@ GEOMETRY_COLUMNS = (
     "eye_open_left",
     "mouth_open",
     "looking_at_camera",
+    "blink_s",
 )
 STDOUT = "-"
 IMAGE_OUTPUT_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -103,6 +105,7 @@ def geometry_values(face: dict[str, Any]) -> dict[str, Any]:
         "eye_open_left": eyes.get("openness_left"),
         "mouth_open": face.get("mouth_openness"),
         "looking_at_camera": face.get("looking_at_camera"),
+        "blink_s": face["blink"]["duration_s"] if face.get("blink") else None,
     }
 
 
@@ -164,7 +167,7 @@ def face_rows(
     return flat_rows(frame_result(source, frame, time_s, faces, None, model), all_frames)
 
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # 2: a video's state is FaceTracks.state_dict (tracks, smoothing, blinks)
 PART_ROWS = 20_000  # Parquet: rows per part file (one row group each)
 PART_SECONDS = 30.0  # Parquet: a part is also closed (and the run committed) this often
 INT_COLUMNS = ("frame", "face", "track_id", "x", "y", "w", "h")

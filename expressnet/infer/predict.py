@@ -22,6 +22,7 @@ from rich.text import Text
 from ..data.base import DataError
 from ..data.images import display_name
 from ..progress import progress_bar
+from .options import PredictOptions
 from .outputs import STDOUT, Record, RowSink, VideoWriter, annotated_name, draw_faces, frame_result, write_image
 from .ray_engine import is_uri, ray_records
 from .recognizer import Recognizer
@@ -29,14 +30,12 @@ from .sources import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     VideoSource,
-    check_video_options,
     is_source_input,
     iter_source,
     real_path,
 )
-from .stream import BATCH_SIZE, WORKERS, Position, StreamResult, stream
+from .stream import Position, StreamResult, run_stream
 
-IMAGE_CHUNK = BATCH_SIZE  # images whose faces are classified in one batch
 LOG_SECONDS = 30.0  # without a terminal, a progress line this often
 
 
@@ -74,11 +73,17 @@ class PredictSummary:
         if self.model:
             m = self.model
             text += f"; model {m['name']} ({m['sha256']}, {m['backend']} {m['precision']})"
+        return text + self.resumed() + (" (interrupted)" if self.interrupted else "")
+
+    def resumed(self) -> str:
+        """Where a resumed run went on: inside a video (at which frame, after how many finished inputs), or after
+        the inputs it found finished."""
         if self.resumed_in is not None:
-            text += f" (resumed after {self.resumed_at} input(s), in {self.resumed_in} at frame {self.resumed_frame})"
-        elif self.resumed_at is not None:
-            text += f" (resumed after {self.resumed_at} input(s))"
-        return text + (" (interrupted)" if self.interrupted else "")
+            after = f", after {self.resumed_at} finished input(s)" if self.resumed_at else ""
+            return f" (resumed in {self.resumed_in} at frame {self.resumed_frame}{after})"
+        if self.resumed_at == 0:
+            return " (resumed from the start: the interrupted run had committed nothing)"
+        return "" if self.resumed_at is None else f" (resumed after {self.resumed_at} finished input(s))"
 
 
 def check_outputs(inputs: list[Path], outputs: list[Path | None]) -> None:
@@ -308,139 +313,164 @@ def count_inputs(source: str | Path, recursive: bool) -> Callable[[], int]:
     return lambda: sum(1 for _ in iter_source(source, recursive))
 
 
+@dataclass
+class Plan:
+    """What a run reads and writes, checked before anything starts: a ``camera``, a ``remote`` URI (Ray), the
+    ``single`` input file (outputs must not be it), the output paths and the annotated outputs' folder."""
+
+    source: str | Path
+    camera: bool
+    remote: bool
+    single: list[Path]
+    jsonl: Path | None
+    csv: Path | None
+    parquet: Path | None
+    out_dir: Path | None
+
+    @property
+    def files(self) -> list[Path]:
+        """The output files (not standard output), in order."""
+        return [p for p in (self.jsonl, self.csv, self.parquet) if p is not None and str(p) != STDOUT]
+
+    @property
+    def folder(self) -> str | Path | None:
+        """The folder the results table shows sources relative to (a single file's own folder)."""
+        if self.camera or self.remote or not Path(self.source).exists():
+            return None
+        return self.source if Path(self.source).is_dir() else Path(self.source).parent
+
+
+def plan_run(source: str | Path, options: PredictOptions) -> Plan:
+    """The :class:`Plan` of a run; raises ``DataError`` for no such source (or camera) and ``ValueError`` for
+    unusable outputs or settings."""
+    remote = options.engine == "ray" and is_uri(source)
+    camera = not remote and isinstance(iter_source(source, options.recursive), int)  # raises for no such source
+    if camera:
+        VideoSource(iter_source(source, options.recursive)).close()  # a camera that cannot be opened: usage error
+    jsonl, csv_path, parquet = (None if p is None else Path(p) for p in (options.jsonl, options.csv, options.parquet))
+    single = [] if camera or Path(source).is_dir() or not Path(source).exists() else [Path(source)]
+    check_outputs(single, [p for p in (jsonl, csv_path) if p is None or str(p) != STDOUT])
+    if parquet is not None and real_path(parquet) in {real_path(p) for p in single}:
+        raise ValueError(f"{parquet}: output path is an input; choose another path")
+    out_dir = None if options.annotate_dir is None else Path(options.annotate_dir)
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --save-annotated needs a folder")
+    if options.engine == "ray" and (camera or out_dir is not None):
+        raise ValueError("--engine ray takes files, folders, globs and lists (no camera, no --save-annotated)")
+    if options.resume and camera:
+        raise ValueError("--resume: a camera run cannot be resumed")
+    return Plan(source, camera, remote, single, jsonl, csv_path, parquet, out_dir)
+
+
+def resume_from(state: dict[str, Any] | None, summary: PredictSummary, plan: Plan, recursive: bool) -> Position:
+    """The position a resumed run goes on from (the start without a journal), with the counts it found done
+    carried into ``summary``."""
+    if state is None or not state.get("position"):
+        return Position()
+    start = Position.from_dict(state["position"])
+    counts = state["summary"]
+    summary.files, summary.frames, summary.faces, summary.rows = (
+        counts[k] for k in ("files", "frames", "faces", "rows")
+    )
+    summary.failures = dict(counts["failures"])
+    summary.resumed_at = start.input
+    summary.frames_before = summary.frames
+    if start.video:  # inside a video: say which, and where
+        name = next(itertools.islice(iter_source(plan.source, recursive), start.input, None), None)
+        summary.resumed_in = display_name(name) if name is not None else f"input {start.input + 1}"
+        summary.resumed_frame = int(start.video["next_frame"])
+    return start
+
+
+def engine_records(
+    run: PredictRun, plan: Plan, recognizer: Recognizer, options: PredictOptions, start: Position
+) -> Iterator[tuple[Record, bool, int | None, bool]]:
+    """Each record of the chosen engine with what progress needs: is it a video, its expected frames, is it the
+    input's last record."""
+    if options.engine == "ray":
+        paths = str(plan.source) if plan.remote else iter_source(plan.source, options.recursive)
+        for record in ray_records(paths, options, start.input):
+            yield record, False, None, True
+        return
+    stream_options = options.stream_options(keep_images=plan.out_dir is not None)
+    results = run_stream(recognizer, plan.source, stream_options, options.recursive, start)
+    for result, record in run.local_records(results):
+        yield record, result.is_video, result.expected_frames, result.last
+
+
+def open_sink(plan: Plan, recognizer: Recognizer, options: PredictOptions) -> tuple[RowSink, dict[str, Any] | None]:
+    """The outputs opened: ones that exist refused, or cut back to the journal to resume (then with the journal's
+    state)."""
+    model = recognizer.provenance()
+    sink = RowSink(
+        recognizer.class_names,
+        plan.jsonl,
+        plan.csv,
+        plan.parquet,
+        settings={**options.settings(plan.source), "provenance": model},
+        resume=options.resume,
+        overwrite=options.overwrite,
+        all_frames=options.all_frames,
+        model=model,
+        geometry=options.measures_geometry,
+    )
+    return sink, sink.open()
+
+
+def new_run(
+    plan: Plan,
+    sink: RowSink,
+    summary: PredictSummary,
+    options: PredictOptions,
+    warn: Callable[[str], None] | None,
+    show: Callable[[str], None] | None,
+) -> PredictRun:
+    """The state the run shares across its inputs, with its progress display started."""
+    outputs = [real_path(p) for p in [*plan.single, plan.jsonl, plan.csv] if p is not None and str(p) != STDOUT]
+    avoid = Avoid(outputs, None if plan.camera or plan.remote else plan.source, options.recursive)
+    warn = warn or (lambda message: print(f"error: {message}", file=sys.stderr))
+    counter = None if plan.camera or plan.remote else count_inputs(plan.source, options.recursive)
+    reporter = Reporter(options.progress, counter)
+    run = PredictRun(sink, plan.out_dir, avoid, reporter, warn, options.all_frames, summary, every=options.every)
+    run.model = summary.model
+    run.table = None if show is None else ResultTable(show, plan.folder)
+    return run
+
+
 def run_predict(
     source: str | Path,
-    recognizer: Recognizer,
-    jsonl: str | Path | None = None,
-    csv_path: str | Path | None = None,
-    annotate_dir: str | Path | None = None,
-    every: int = 1,
-    smooth: float | None = None,
-    max_frames: int | None = None,
-    progress: bool = True,
-    warn: Callable[[str], None] | None = None,
-    all_frames: bool = False,
+    recognizer: Recognizer | None = None,
+    options: PredictOptions | None = None,
     *,
-    parquet: str | Path | None = None,
-    recursive: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    settings: dict[str, Any] | None = None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    num_workers: int | None = None,
-    recognizer_spec: dict[str, Any] | None = None,
-    batch_size: int = BATCH_SIZE,
-    workers: int = WORKERS,
+    warn: Callable[[str], None] | None = None,
     show: Callable[[str], None] | None = None,
 ) -> PredictSummary:
-    """Process ``source`` and write the outputs as it goes; returns the counts, failures and files written.
-    ``jsonl`` or ``csv_path`` may be ``-`` (standard output). ``show`` takes the lines of a table of the results
-    as they come (the CLI prints them when no output is given). ``all_frames`` writes a flat row
-    (``face_detected`` false) for each processed frame or image without a face (JSON lines have every frame).
-    Outputs that exist are refused unless ``overwrite`` or ``resume`` (continue an interrupted run: the same
-    source and ``settings``; see :class:`~expressnet.infer.outputs.RowSink`). ``engine="ray"`` classifies on a
-    Ray cluster (``ray_address``; ``num_workers`` recognizers built from ``recognizer_spec``).
+    """Process ``source`` with ``options`` (:class:`~expressnet.infer.options.PredictOptions`; ``recognizer``:
+    built from them when None) and write the outputs as it goes; returns the counts, failures and files written.
+    ``show`` takes the lines of a table of the results as they come (the CLI prints them when no output is
+    given); ``warn`` each failure's message (default: stderr). Outputs that exist are refused unless
+    ``overwrite`` or ``resume`` (continue an interrupted run: the same source and settings; see
+    :class:`~expressnet.infer.outputs.RowSink`). ``engine="ray"`` classifies on a Ray cluster, with workers built
+    from the same options.
 
     Raises :class:`DataError` when ``source`` matches nothing and ``ValueError`` for unusable settings or
     output paths. Ctrl+C stops early and keeps what was written so far (the way to end a camera run).
     """
     started = time.monotonic()
-    check_video_options(every, smooth)
-    if engine not in ("local", "ray"):
-        raise ValueError(f"engine must be local or ray, got {engine!r}")
-    remote = engine == "ray" and is_uri(source)
-    camera = not remote and isinstance(iter_source(source, recursive), int)  # raises for no such source
-    if camera:
-        VideoSource(iter_source(source, recursive)).close()  # a camera that cannot be opened is a usage error
-    jsonl, csv_path, parquet = (None if p is None else Path(p) for p in (jsonl, csv_path, parquet))
-    single = [] if camera or Path(source).is_dir() or not Path(source).exists() else [Path(source)]
-    check_outputs(single, [p for p in (jsonl, csv_path) if p is None or str(p) != STDOUT])
-    if parquet is not None and real_path(parquet) in {real_path(p) for p in single}:
-        raise ValueError(f"{parquet}: output path is an input; choose another path")
-    out_dir = None if annotate_dir is None else Path(annotate_dir)
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir}: --save-annotated needs a folder")
-    if engine == "ray" and (camera or out_dir is not None):
-        raise ValueError("--engine ray takes files, folders, globs and lists (no camera, no --save-annotated)")
-    if resume and camera:
-        raise ValueError("--resume: a camera run cannot be resumed")
-    run_settings = {"source": str(source), "recursive": recursive, "every": every, "smooth": smooth}
-    model = recognizer.provenance()
-    run_settings.update(max_frames=max_frames, all_frames=all_frames, **(settings or {}), provenance=model)
-    sink = RowSink(
-        recognizer.class_names,
-        jsonl,
-        csv_path,
-        parquet,
-        settings=run_settings,
-        resume=resume,
-        overwrite=overwrite,
-        all_frames=all_frames,
-        model=model,
-    )
-    state = sink.open()
-    summary = PredictSummary(model=model)
-    summary.outputs = [str(p) for p in (jsonl, csv_path, parquet) if p is not None and str(p) != STDOUT]
+    options = options or PredictOptions()
+    plan = plan_run(source, options)
+    recognizer = recognizer or Recognizer(**options.recognizer_kwargs())
+    sink, state = open_sink(plan, recognizer, options)
+    summary = PredictSummary(model=recognizer.provenance(), outputs=[str(p) for p in plan.files])
     if state is not None and state.get("complete"):
         summary.complete = True
         return summary
-    start = Position()
-    if state is not None and state.get("position"):
-        start = Position.from_dict(state["position"])
-        counts = state["summary"]
-        summary.files, summary.frames, summary.faces, summary.rows = (
-            counts[k] for k in ("files", "frames", "faces", "rows")
-        )
-        summary.failures = dict(counts["failures"])
-        summary.resumed_at = start.input
-        summary.frames_before = summary.frames
-        if start.video:  # inside a video: say which, and where
-            name = next(itertools.islice(iter_source(source, recursive), start.input, None), None)
-            summary.resumed_in = display_name(name) if name is not None else f"input {start.input + 1}"
-            summary.resumed_frame = int(start.video["next_frame"])
-    outputs = [real_path(p) for p in [*single, jsonl, csv_path] if p is not None and str(p) != STDOUT]
-    avoid = Avoid(outputs, None if camera or remote else source, recursive)
-    warn = warn or (lambda message: print(f"error: {message}", file=sys.stderr))
-    reporter = Reporter(progress, None if camera or remote else count_inputs(source, recursive))
-    run = PredictRun(sink, out_dir, avoid, reporter, warn, all_frames, summary, every=every, model=model)
-    folder = None  # the table shows sources relative to the folder given, or a single file by its name
-    if not camera and not remote and Path(source).exists():
-        folder = source if Path(source).is_dir() else Path(source).parent
-    run.table = None if show is None else ResultTable(show, folder)
+    start = resume_from(state, summary, plan, options.recursive)
+    run = new_run(plan, sink, summary, options, warn, show)
     run.position = start.to_dict()
     try:
-        if engine == "ray":
-            paths = str(source) if remote else iter_source(source, recursive)
-            records = ray_records(
-                paths,
-                recognizer_spec or {},
-                start.input,
-                every,
-                smooth,
-                max_frames,
-                all_frames,
-                batch_size=batch_size,
-                address=ray_address,
-                num_workers=num_workers,
-            )
-            for record in records:
-                run.consume(record)
-        else:
-            results = stream(
-                recognizer,
-                source,
-                recursive=recursive,
-                every=every,
-                smooth=smooth,
-                max_frames=max_frames,
-                batch_size=batch_size,
-                workers=workers,
-                keep_images=out_dir is not None,
-                start=start,
-            )
-            for result, record in run.local_records(results):
-                run.consume(record, result.is_video, result.expected_frames, result.last)
+        for record, is_video, expected, last in engine_records(run, plan, recognizer, options, start):
+            run.consume(record, is_video, expected, last)
         run.close_video(None)
         summary.seconds = time.monotonic() - started
         sink.finish(None, summary.counts())
@@ -448,11 +478,11 @@ def run_predict(
         summary.interrupted = True
         run.close_video(exc)
         summary.seconds = time.monotonic() - started
-        sink.finish(None, summary.counts()) if camera else sink.close()  # files: the journal stays for --resume
+        sink.finish(None, summary.counts()) if plan.camera else sink.close()  # files: the journal stays for --resume
     except BaseException as exc:
         run.close_video(exc)
         sink.close()
         raise
     finally:
-        reporter.close()
+        run.reporter.close()
     return summary

@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from .options import PredictOptions
 from .outputs import Record, frame_result
 from .recognizer import Recognizer
-from .stream import StreamResult
+from .stream import StreamResult, run_stream
 
 EXTRA_HINT = "pip install 'expressnet[ray]'"
 
@@ -41,17 +42,15 @@ def is_uri(source: str | Path) -> bool:
 
 
 class RecognizerWorker:
-    """A Ray Data callable class: builds one :class:`Recognizer` from ``spec`` (its keyword arguments, backend
+    """A Ray Data callable class: builds one :class:`Recognizer` from the run's :class:`PredictOptions` (backend
     included: the workers run the driver's backend, by the same fixed rule) and turns a batch of inputs (``index``
     and ``path``, or ``path`` and ``bytes`` read by Ray Data) into one result row per input: ``index``,
     ``source``, ``rows`` (the JSON list of its frame results), ``frames``, ``faces``, ``error``."""
 
-    def __init__(
-        self, spec: dict[str, Any], every: int, smooth: float | None, max_frames: int | None, all_frames: bool
-    ):
-        self.recognizer = Recognizer(**spec)  # ``threads`` goes to the classifier (and torch, where it runs)
+    def __init__(self, options: PredictOptions):
+        self.recognizer = Recognizer(**options.recognizer_kwargs())  # ``threads``: the classifier's (and torch's)
         self.model = self.recognizer.provenance()
-        self.every, self.smooth, self.max_frames, self.all_frames = every, smooth, max_frames, all_frames
+        self.options = options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out: dict[str, list] = {k: [] for k in ("index", "source", "rows", "frames", "faces", "error")}
@@ -59,14 +58,8 @@ class RecognizerWorker:
             results = self.decoded(batch)
         else:
             paths = [Path(os.fsdecode(bytes(p))) for p in batch["path"]]
-            results = self.recognizer.stream(
-                paths,
-                every=self.every,
-                smooth=self.smooth,
-                max_frames=self.max_frames,
-                batch_size=max(1, len(paths)),
-                workers=1,
-            )
+            chunk = replace(self.options.stream_options(), batch_size=max(1, len(paths)), workers=1)
+            results = run_stream(self.recognizer, paths, chunk)
         offsets = [int(i) for i in batch["index"]] if "index" in batch else None
         for result in results:
             index = offsets[result.index] if offsets is not None else result.index
@@ -99,25 +92,14 @@ class RecognizerWorker:
                 yield StreamResult(n, name, None, 0, None, faces)
 
 
-def ray_records(
-    paths: Iterator[Path] | str,
-    spec: dict[str, Any],
-    start: int,
-    every: int,
-    smooth: float | None,
-    max_frames: int | None,
-    all_frames: bool,
-    *,
-    batch_size: int = 8,
-    address: str | None = None,
-    num_workers: int | None = None,
-) -> Iterator[Record]:
+def ray_records(paths: Iterator[Path] | str, options: PredictOptions, start: int) -> Iterator[Record]:
     """Records of every input from the ``start``-th on (``paths``: local paths, or one URI that Ray Data lists),
-    in input order, each committing the position after it. Joins the Ray instance running in this process, else
-    ``ray.init(address)`` (None: a local instance; "auto": the cluster this machine belongs to)."""
+    in input order, each committing the position after it; ``options.num_workers`` recognizer workers
+    (default 1), ``options.batch_size`` inputs per batch. Joins the Ray instance running in this process, else
+    ``ray.init(options.ray_address)`` (None: a local instance; "auto": the cluster this machine belongs to)."""
     ray = import_ray()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=options.ray_address, include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
@@ -128,18 +110,11 @@ def ray_records(
         if not items:
             return
         dataset = ray.data.from_items(items)
-    workers = num_workers or 1
     results = dataset.map_batches(
         RecognizerWorker,
-        fn_constructor_kwargs={
-            "spec": spec,
-            "every": every,
-            "smooth": smooth,
-            "max_frames": max_frames,
-            "all_frames": all_frames,
-        },
-        batch_size=batch_size,
-        concurrency=workers,
+        fn_constructor_kwargs={"options": options},
+        batch_size=options.batch_size,
+        concurrency=options.num_workers or 1,
         num_cpus=1,
         batch_format="numpy",
     )

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,9 @@ from ..faces.confirm import ConfirmedDetector
 from ..faces.geometry import FaceGeometry, Gaze, HeadPose, face_geometry
 from ..faces.landmarks import FaceLandmarker, FaceMesh
 from ..runtime import Classifier, load_classifier
-from .smoothing import ProbabilitySmoother
-from .sources import VideoFrame, VideoSource, load_rgb
-from .stream import StreamResult, stream
-from .tracking import IoUTracker
+from .sources import VideoFrame, load_rgb
+from .stream import BATCH_SIZE, PreparedImage, StreamOptions, StreamResult, frame_results, stream, video_results
+from .tracking import BlinkEvent, FaceTracks, IoUTracker
 
 ImageInput = str | Path | Image.Image | np.ndarray
 Boxes = Sequence[Sequence[float]]
@@ -70,6 +70,7 @@ class Face:
     track_id: int | None = None
     geometry: FaceGeometry | None = field(default=None, compare=False)
     mesh: np.ndarray | None = field(default=None, repr=False, compare=False)
+    blink: BlinkEvent | None = field(default=None, compare=False)  # videos: the blink this face's track just ended
 
     def to_dict(self) -> dict[str, Any]:
         """The face as JSON: ``box``, ``score`` (4 decimals), ``emotion``, ``probabilities`` (6 decimals),
@@ -96,6 +97,8 @@ class Face:
             d["looking_at_camera"] = g["looking_at_camera"]
         if self.mesh is not None:
             d["mesh"] = np.round(np.asarray(self.mesh, dtype=np.float64), 2).tolist()
+        if self.blink is not None:
+            d["blink"] = self.blink.to_dict()
         return d
 
     @property
@@ -308,6 +311,30 @@ class Recognizer:
             mesh=mesh.points if mesh is not None and keep else None,
         )
 
+    def prepare(
+        self, rgb: np.ndarray, keep_image: bool = False, boxes: Boxes | None = None, geometry: bool | None = None
+    ) -> PreparedImage:
+        """Step one of every prediction, per image (on worker threads in streams): the faces found (or ``boxes``
+        given), their face meshes when measuring ``geometry`` (None: the recognizer's setting), and their
+        classifier inputs; the image itself only with ``keep_image``."""
+        found = self.detect(rgb, boxes)
+        meshes = self.meshes(rgb, found) if (self.geometry if geometry is None else geometry) else None
+        image = rgb if keep_image else np.empty((*rgb.shape[:2], 0), np.uint8)
+        return PreparedImage(image, found, self.crops([rgb], [found]), meshes)
+
+    def finish(self, prepared: Sequence[PreparedImage], keep_mesh: bool | None = None) -> list[list[Face]]:
+        """Step two: every face of ``prepared`` classified in one batch, as :class:`Face` lists (one per image, in
+        order), with geometry where :meth:`prepare` measured it (``keep_mesh``: see :meth:`make_face`)."""
+        crops = [p.crops for p in prepared if len(p.crops)]
+        probabilities = iter(self.classifier.probabilities(np.concatenate(crops)) if crops else [])
+        return [
+            [
+                self.make_face(d, next(probabilities), p.image, m, keep_mesh)
+                for d, m in zip(p.detections, p.meshes or [None] * len(p.detections))
+            ]
+            for p in prepared
+        ]
+
     def predict_rgb(
         self,
         rgb_images: Sequence[np.ndarray],
@@ -315,22 +342,13 @@ class Recognizer:
         geometry: bool | None = None,
         mesh: bool | None = None,
     ) -> list[list[Face]]:
-        """Faces of decoded RGB images, optionally with given boxes per image (the core of every ``predict*``).
-        ``geometry`` and ``mesh`` override the recognizer's settings for this call (None: its own; ``mesh``
-        implies ``geometry``)."""
+        """Faces of decoded RGB images, optionally with given boxes per image (:meth:`prepare` each, then
+        :meth:`finish` them together: the steps of every ``predict*`` and of :meth:`stream`). ``geometry`` and
+        ``mesh`` override the recognizer's settings for this call (None: its own; ``mesh`` implies ``geometry``)."""
         boxes = [None] * len(rgb_images) if boxes is None else boxes
         keep = self.mesh if mesh is None else mesh
         measure = keep or (self.geometry if geometry is None else geometry)
-        detections, meshes = [], []
-        for rgb, b in zip(rgb_images, boxes):
-            found = self.detect(rgb, b)
-            detections.append(found)
-            meshes.append(self.meshes(rgb, found) if measure else [None] * len(found))
-        probabilities = iter(self.classify(rgb_images, detections))
-        return [
-            [self.make_face(d, next(probabilities), rgb, m, keep) for d, m in zip(found, found_meshes)]
-            for rgb, found, found_meshes in zip(rgb_images, detections, meshes)
-        ]
+        return self.finish([self.prepare(rgb, True, b, measure) for rgb, b in zip(rgb_images, boxes)], keep)
 
     def predict(self, image: ImageInput, boxes: Boxes | None = None, color: str | None = None) -> list[Face]:
         """Faces in one image (a path, PIL image, image bytes or array), best detection first; [] when there is
@@ -375,35 +393,35 @@ class Recognizer:
         every: int = 1,
         smooth: float | None = None,
         max_frames: int | None = None,
+        batch_size: int = BATCH_SIZE,
     ) -> Iterator[FrameResult]:
         """Results for every ``every``-th frame (at most ``max_frames``) of a video file or camera index, with a
-        track id per face. ``smooth`` (0 < alpha <= 1) smooths each track's probabilities exponentially
-        (emotion = argmax of the smoothed ones). Raises :class:`DataError` naming the source if unreadable."""
-        with VideoSource(source, every, max_frames) as video:
-            yield from self.predict_frames(video, smooth)
+        track id per face (the streaming pipeline's video path: :func:`~expressnet.infer.stream.video_results`,
+        ``batch_size`` frames classified at a time). ``smooth`` (0 < alpha <= 1) smooths each track's
+        probabilities exponentially (emotion = argmax of the smoothed ones); with geometry, a face whose track
+        ends a blink has ``blink``. Raises :class:`DataError` naming the source if unreadable."""
+        options = StreamOptions(every, smooth, max_frames, batch_size, keep_images=True)
+        with closing(video_results(self, 0, source, options)) as results:
+            for result in results:
+                if result.error is not None:
+                    raise result.error
+                yield FrameResult(result.frame, result.time_s, result.faces, result.image)
 
     def predict_frames(
-        self, frames: Iterable[VideoFrame], smooth: float | None = None, tracker: IoUTracker | None = None
+        self,
+        frames: Iterable[VideoFrame],
+        smooth: float | None = None,
+        tracker: IoUTracker | None = None,
+        *,
+        tracks: FaceTracks | None = None,
+        batch_size: int = 1,
     ) -> Iterator[FrameResult]:
-        """:meth:`predict_video` on frames from any source, in order."""
-        tracker = tracker or IoUTracker()
-        smoother = ProbabilitySmoother(smooth) if smooth is not None else None
-        for frame in frames:
-            faces = self.predict_rgb([frame.image])[0]
-            track_ids = tracker.update([f.box for f in faces])
-            faces = [replace(f, track_id=t) for f, t in zip(faces, track_ids)]
-            if smoother is not None:
-                faces = [self.smoothed(f, smoother) for f in faces]
-                smoother.keep_only(tracker.tracks)
+        """:meth:`predict_video` on frames from any source, in order, ``batch_size`` at a time (1: each result as
+        soon as its frame came). ``tracks`` carries the video's state (track ids, smoothing, blinks) across calls;
+        else one is made with ``smooth`` and ``tracker`` (ids kept across calls)."""
+        tracks = tracks or FaceTracks(smooth, tracker)
+        for frame, faces, _ in frame_results(self, frames, tracks, batch_size):
             yield FrameResult(frame.index, frame.time_s, faces, frame.image)
-
-    def smoothed(self, face: Face, smoother: ProbabilitySmoother) -> Face:
-        probabilities = smoother.update(face.track_id, np.array([face.probabilities[c] for c in self.class_names]))
-        return replace(
-            face,
-            emotion=self.class_names[int(np.argmax(probabilities))],
-            probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
-        )
 
     def stream(self, sources: str | Path | int | Iterable[str | Path], **options: Any) -> Iterator[StreamResult]:
         """Results for every image and processed video frame of ``sources`` (a file, folder, glob, list file,

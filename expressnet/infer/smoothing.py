@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,8 @@ from .sources import check_video_options
 
 class ProbabilitySmoother:
     """Exponential smoothing of class probabilities per track: ``p = alpha * new + (1 - alpha) * p``
-    (``alpha`` = 1 is no smoothing; smaller is steadier). State is dropped for tracks that ended."""
+    (``alpha`` = 1 is no smoothing; smaller is steadier). State is dropped for tracks that ended.
+    :meth:`state_dict` and :meth:`load_state_dict` save and restore it exactly (a resumed video)."""
 
     def __init__(self, alpha: float) -> None:
         check_video_options(smooth=alpha)
@@ -28,6 +30,16 @@ class ProbabilitySmoother:
     def keep_only(self, track_ids: Iterable[int]) -> None:
         alive = set(track_ids)
         self.state = {k: v for k, v in self.state.items() if k in alive}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume (JSON-serialisable; floats round-trip exactly)."""
+        return {"alpha": self.alpha, "tracks": [[k, v.tolist()] for k, v in self.state.items()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        check_video_options(smooth=state["alpha"])
+        self.alpha = state["alpha"]
+        self.state = {int(k): np.array(v, dtype=np.float64) for k, v in state["tracks"]}
 
 
 def label_changes(labels: Sequence[str]) -> int:
