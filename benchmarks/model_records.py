@@ -20,6 +20,8 @@ import functools
 import json
 import time
 
+import numpy as np
+
 from expressnet.data import load_dataset, prepare_split
 from expressnet.evaluate.metrics import classification_metrics
 from expressnet.hub import RECORDS_FILE, WEIGHTS_DIR, records
@@ -53,17 +55,26 @@ def protocols(data: str) -> list[tuple[str, str, str]]:
     ]
 
 
+def predictions(classifier, data: str, split: str, done: dict) -> tuple:
+    """Probabilities and labels of one protocol; a joined split (``A+B``) whose parts were measured reuses them."""
+    parts = split.split("+")
+    if len(parts) > 1 and all((data, part) in done for part in parts):
+        return tuple(np.concatenate([done[data, part][i] for part in parts]) for i in (0, 1))
+    prepared = prepare_split(
+        dataset(data).split(split).relabel(classifier.class_names), classifier.preprocessing, False
+    )
+    done[data, split] = classifier.probabilities(prepared.images.numpy()), prepared.labels.numpy()
+    return done[data, split]
+
+
 def measure(name: str, record) -> list[dict]:
     classifier = load_classifier(name)  # the inference file, by the fixed rule ("auto" on a CPU)
-    out = []
+    out, done = [], {}
     for data, split, role in protocols(record.recipe.get("data", "fer2013")):
-        prepared = prepare_split(
-            dataset(data).split(split).relabel(classifier.class_names), classifier.preprocessing, False
-        )
         start = time.perf_counter()
-        probs = classifier.probabilities(prepared.images.numpy())
+        probs, labels = predictions(classifier, data, split, done)
         seconds = time.perf_counter() - start
-        metrics = classification_metrics(probs, prepared.labels.numpy(), classifier.class_names)
+        metrics = classification_metrics(probs, labels, classifier.class_names)
         entry = {"data": data, "split": split, "role": role, **{k: metrics[k] for k in KEPT}}
         entry = {k: round(v, 6) if isinstance(v, float) else v for k, v in entry.items()}
         entry.update(backend=classifier.backend, precision=classifier.precision, file=record.inference)
@@ -95,9 +106,9 @@ def main() -> None:
             entry["files"][file] = now
         if not args.hashes_only:
             entry["metrics"] = measure(name, known[name])
-    if args.write:
-        atomic_write_text(RECORDS_FILE, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
-        print(f"wrote {RECORDS_FILE}")
+        if args.write:  # after each model: a long run that stops keeps what it measured
+            atomic_write_text(RECORDS_FILE, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+            print(f"wrote {name}'s record into {RECORDS_FILE}", flush=True)
 
 
 if __name__ == "__main__":
