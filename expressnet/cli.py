@@ -651,54 +651,25 @@ def export(
 ) -> None:
     """Export a model to ONNX (dynamic batch; classes, preprocessing, tta_flip and source checksum in its
     metadata; temperature already folded). Run it with `--backend onnx` or `evaluate --model FILE.onnx`."""
-    import numpy as np
-
     from .checkpoint import CheckpointError
     from .data import DataError
-    from .hub import int8_keep_float, load_model
-    from .io import refuse_existing
-    from .runtime import TorchClassifier
-    from .runtime.onnx import OnnxClassifier, export_onnx
-    from .runtime.onnx import calibration_images as sample_training_images
+    from .io import OutputExists
 
     if format_ != "onnx":
         _fail(f"--format {format_!r} is not supported (onnx)")
+    with _needs("export"):
+        from .runtime.onnx import check_export, export_model
+
+    rewrites = {"space_to_depth": space_to_depth, "norm_after_pool": norm_after_pool}
     try:
-        net = load_model(model)
-        target = Path(out or f"{Path(model).stem if Path(model).exists() else model}{'.int8' if int8 else ''}.onnx")
-        if target.exists() and target.resolve() == Path(net.source).resolve():
-            _fail(f"{target}: would overwrite the source model")
-        refuse_existing(target, overwrite=overwrite)  # before sampling calibration images
-        calibration = None
-        if int8:
-            source = data or net.metadata.get("data", {}).get("name")
-            if not source:
-                _fail(f"{model}: the checkpoint does not say which dataset it was trained on; give --data")
-            calibration = sample_training_images(net.preprocessing, source, count=calibration_images)
-        keep = int8_keep_float(model) if not keep_float else tuple(p for p in keep_float if p != "none")
-        export_onnx(
-            net,
-            target,
-            int8,
-            calibration,
-            keep_float=keep,
-            space_to_depth=space_to_depth,
-            norm_after_pool=norm_after_pool,
-            overwrite=overwrite,
-        )
-    except (CheckpointError, DataError, ValueError, FileNotFoundError) as exc:
+        done = export_model(model, out, int8, data, calibration_images, keep_float, overwrite=overwrite, **rewrites)
+    except (CheckpointError, DataError, OutputExists, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)", highlight=False)
+    console.print(f"wrote {done.path} ({done.path.stat().st_size / 1e6:.1f} MB)", highlight=False)
     if check:
-        pre = net.preprocessing
-        rng = np.random.default_rng(0)
-        crops = rng.integers(0, 256, (64, pre.channels, pre.input_size, pre.input_size), dtype=np.uint8)
-        ref = TorchClassifier(net).logits(crops, tta_flip=False)
-        got = OnnxClassifier(target).logits(crops, tta_flip=False)
-        agree = float((ref.argmax(1) == got.argmax(1)).mean())
+        difference, agreement = check_export(done.model, done.path)
         console.print(
-            f"check on 64 random crops: max |logit difference| {np.abs(ref - got).max():.2e}, "
-            f"top-1 agreement {agree:.1%}"
+            f"check on 64 random crops: max |logit difference| {difference:.2e}, top-1 agreement {agreement:.1%}"
         )
 
 

@@ -15,6 +15,8 @@ import copy
 import json
 import tempfile
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from torch import nn
 
 from ..data import load_dataset, prepare_split
 from ..data.prepare import Preprocessing
-from ..hub import CheckpointError, load_model, resolve_model
+from ..hub import CheckpointError, int8_keep_float, load_model, resolve_model
 from ..io import atomic_output, cache_root, file_sha256, refuse_existing
 from ..nn import rewrite
 from ..nn.modes import eval_mode
@@ -42,6 +44,7 @@ from .ort import (
     onnx_classifier,
     read_onnx_metadata,
 )
+from .torch_backend import TorchClassifier
 
 __all__ = [
     "DISABLED_OPTIMIZERS",
@@ -51,11 +54,14 @@ __all__ = [
     "META_KEY",
     "OPSET",
     "OUTPUT",
+    "Exported",
     "OnnxClassifier",
     "cached_export",
     "calibration_images",
     "calibration_indices",
+    "check_export",
     "cpu_session",
+    "export_model",
     "export_onnx",
     "file_sha256",
     "onnx_classifier",
@@ -144,37 +150,12 @@ def export_onnx(
     if int8 and (calibration is None or len(calibration) == 0):
         raise ValueError("int8 export needs calibration images (uint8 crops from a training split)")
     float_prefixes = KEEP_FLOAT if keep_float is None else keep_float
-    pre: Preprocessing = model.preprocessing
-    param = next(model.parameters())
-    if param.dtype != torch.float32 or param.device.type != "cpu":
-        model = copy.deepcopy(model).float().cpu()  # the caller's module keeps its dtype and device
-    rewrites = []  # each a copy, the same function; ValueError where it does not apply
-    if rewrite.space_to_depth_pays(model) if space_to_depth is None else space_to_depth:
-        model = rewrite.space_to_depth_first_unit(model)
-        rewrites.append("space_to_depth_global_0")
-    if rewrite.norm_after_pool_applies(model) if norm_after_pool is None else norm_after_pool:
-        model = rewrite.norm_after_pool(model)
-        rewrites.append("norm_after_pool")
-    dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
+    model, rewrites = _rewritten(model, space_to_depth, norm_after_pool)
     with tempfile.TemporaryDirectory(prefix="expressnet-onnx-") as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the MoE's routing record, not in the graph
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: handles our MoE's topk
-            torch.onnx.export(
-                _LogitsOnly(model).eval(),  # the exporter restores the wrapper's mode afterwards
-                (dummy,),
-                str(fp32),
-                input_names=[INPUT],
-                output_names=[OUTPUT],
-                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
-        final = fp32
+        final = _trace(model, Path(tmp) / "fp32.onnx", opset)
         if int8:
             final = Path(tmp) / "int8.onnx"
-            _quantize(fp32, final, calibration, Path(tmp), float_prefixes, strict=keep_float is not None)
+            _quantize(Path(tmp) / "fp32.onnx", final, calibration, Path(tmp), float_prefixes, keep_float is not None)
         graph = onnx.load(str(final))
         meta = onnx_metadata(model, "int8-qdq-per-channel" if int8 else "float32")
         if int8:  # besides the convolutions that read the image
@@ -184,6 +165,97 @@ def export_onnx(
         with atomic_output(target) as out:
             onnx.save(graph, str(out))
     return Path(target)
+
+
+def _rewritten(
+    model: nn.Module, space_to_depth: bool | None, norm_after_pool: bool | None
+) -> tuple[nn.Module, list[str]]:
+    """The module to trace: float32 on the CPU (a copy when it is not: the caller's keeps its dtype and device),
+    through the exact rewrites asked for or, for None, those that pay or apply; with the rewrites' names."""
+    param = next(model.parameters())
+    if param.dtype != torch.float32 or param.device.type != "cpu":
+        model = copy.deepcopy(model).float().cpu()
+    rewrites = []  # each a copy, the same function; ValueError where it does not apply
+    if rewrite.space_to_depth_pays(model) if space_to_depth is None else space_to_depth:
+        model = rewrite.space_to_depth_first_unit(model)
+        rewrites.append("space_to_depth_global_0")
+    if rewrite.norm_after_pool_applies(model) if norm_after_pool is None else norm_after_pool:
+        model = rewrite.norm_after_pool(model)
+        rewrites.append("norm_after_pool")
+    return model, rewrites
+
+
+def _trace(model: nn.Module, target: Path, opset: int) -> Path:
+    """The float32 graph of ``model``'s logits with a dynamic batch axis (TorchScript exporter)."""
+    pre: Preprocessing = model.preprocessing
+    dummy = torch.zeros(2, pre.channels, pre.input_size, pre.input_size)
+    with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the MoE's routing record, not in the graph
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: handles our MoE's topk
+        torch.onnx.export(
+            _LogitsOnly(model).eval(),  # the exporter restores the wrapper's mode afterwards
+            (dummy,),
+            str(target),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return target
+
+
+@dataclass
+class Exported:
+    """What :func:`export_model` wrote: the file, and the loaded torch model it came from."""
+
+    path: Path
+    model: nn.Module
+
+
+def export_model(
+    model: ModelSpec = "default",
+    out: str | Path | None = None,
+    int8: bool = False,
+    data: str | None = None,
+    calibration_count: int = 1024,
+    keep_float: Sequence[str] | None = None,
+    space_to_depth: bool | None = None,
+    norm_after_pool: bool | None = None,
+    overwrite: bool = False,
+) -> Exported:
+    """``expressnet export``: a shipped model, checkpoint or run folder to ONNX at ``out`` (default:
+    ``<model>[.int8].onnx`` here). ``int8`` calibrates on ``calibration_count`` training images of ``data`` (default:
+    the dataset the checkpoint was trained on) and keeps float the layers named by ``keep_float`` (prefixes;
+    ``["none"]``: none), by default the shipped model's own (its record's ``int8_keep_float``), else
+    :data:`KEEP_FLOAT`. Refuses to write over the source model, and over an existing file unless ``overwrite``
+    (checked before calibration images are sampled)."""
+    net = load_model(model)
+    target = Path(out or f"{Path(model).stem if Path(model).exists() else model}{'.int8' if int8 else ''}.onnx")
+    if target.exists() and target.resolve() == Path(net.source).resolve():
+        raise ValueError(f"{target}: would overwrite the source model; choose another --out")
+    refuse_existing(target, overwrite=overwrite)
+    calibration = None
+    if int8:
+        source = data or net.metadata.get("data", {}).get("name")
+        if not source:
+            raise ValueError(f"{model}: the checkpoint does not say which dataset it was trained on; give --data")
+        calibration = calibration_images(net.preprocessing, source, count=calibration_count)
+    keep = int8_keep_float(model) if not keep_float else tuple(p for p in keep_float if p != "none")
+    rewrites = {"space_to_depth": space_to_depth, "norm_after_pool": norm_after_pool}
+    export_onnx(net, target, int8, calibration, keep_float=keep, overwrite=overwrite, **rewrites)
+    return Exported(target, net)
+
+
+def check_export(model: nn.Module, path: str | Path, count: int = 64, seed: int = 0) -> tuple[float, float]:
+    """An export against its torch model on ``count`` random crops (seeded): the largest logit difference and the
+    top-1 agreement (flip averaging off on both)."""
+    pre = model.preprocessing
+    crops = np.random.default_rng(seed).integers(0, 256, (count, pre.channels, pre.input_size, pre.input_size))
+    crops = crops.astype(np.uint8)
+    ref = TorchClassifier(model).logits(crops, tta_flip=False)
+    got = OnnxClassifier(path).logits(crops, tta_flip=False)
+    return float(np.abs(ref - got).max()), float((ref.argmax(1) == got.argmax(1)).mean())
 
 
 # Layers an int8 export keeps float by default: the global branch's convolutions and the backbone's first stage,
