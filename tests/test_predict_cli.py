@@ -297,3 +297,23 @@ def test_parquet_names_the_model_in_its_metadata(tmp_path):
     model = json.loads(table.schema.metadata[b"expressnet"])["model"]
     assert model["name"] == expressnet.get_record().name and len(model["sha256"]) == 12
     assert table.column("model_sha256").to_pylist() == [model["sha256"]]
+
+
+def test_geometry_and_mesh_options(tmp_path):
+    """--geometry adds the pose, gaze, eyes and looking-at-camera fields (JSON) and columns (CSV); --mesh the 468
+    face-mesh points (JSON only)."""
+    rows = tmp_path / "rows"
+    result = predict(ASTRONAUT, "--geometry", "--json", rows.with_suffix(".jsonl"), "--csv", rows.with_suffix(".csv"))
+    assert result.exit_code == 0, result.output
+    (line,) = json_lines(rows.with_suffix(".jsonl"))
+    (face,) = line["faces"]
+    assert {"pose", "gaze", "eyes", "mouth_openness", "looking_at_camera"} <= set(face) and "mesh" not in face
+    (row,) = read_csv(rows.with_suffix(".csv"))
+    assert list(row) == columns(FER2013_CLASSES, geometry=True) and row["looking_at_camera"] in ("True", "False")
+    assert float(row["yaw"]) == face["pose"]["yaw"] and row["blink_s"] == ""  # blinks: videos only
+    meshed = predict(ASTRONAUT, "--mesh", "--json", tmp_path / "mesh.jsonl")
+    assert meshed.exit_code == 0, meshed.output
+    (mesh_face,) = json_lines(tmp_path / "mesh.jsonl")[0]["faces"]
+    assert len(mesh_face["mesh"]) == 468 and mesh_face["pose"] == face["pose"]
+    plain = predict(ASTRONAUT, "--json", tmp_path / "plain.jsonl")
+    assert plain.exit_code == 0 and "pose" not in json_lines(tmp_path / "plain.jsonl")[0]["faces"][0]

@@ -13,11 +13,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
-from conftest import ASTRONAUT
+from conftest import ASTRONAUT, real_data
 from test_predict_cli import predict
 
 from expressnet import Recognizer
@@ -25,8 +26,10 @@ from expressnet.data import DataError
 from expressnet.infer.options import PredictOptions
 from expressnet.infer.outputs import read_rows
 from expressnet.infer.predict import run_predict
+from expressnet.infer.recognizer import Face
 from expressnet.infer.sources import expand_source, is_source_input, iter_source
 from expressnet.infer.stream import Position
+from expressnet.infer.tracking import FaceTracks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,6 +121,60 @@ def test_video_stream_resumes_inside_the_video(recognizer, tmp_path):
     for a, b in zip(rest, tail):
         assert [(f.track_id, f.box, f.emotion) for f in a.faces] == [(f.track_id, f.box, f.emotion) for f in b.faces]
         assert [f.probabilities for f in a.faces] == pytest.approx([f.probabilities for f in b.faces])
+
+
+def drifting_faces(frames: int) -> list[list[Face]]:
+    """Two faces drifting apart, noisy probabilities, and eye openness (as geometry) that dips twice for the
+    first face (blinks ending at frames 12 and 31) and once, too long to be a blink, for the second."""
+    rng = np.random.default_rng(0)
+    out = []
+    for t in range(frames):
+        faces = []
+        for k, (x, dip) in enumerate(((10 + 3 * t, (10, 11, 30)), (300 - 3 * t, tuple(range(15, 25))))):
+            p = rng.dirichlet(np.ones(3))
+            openness = 0.1 if t in dip else 0.3
+            geometry = SimpleNamespace(eye_openness=(openness, openness))
+            probabilities = {c: float(v) for c, v in zip(("happy", "sad", "neutral"), p)}
+            faces.append(Face((x, 40 + k, 60, 60), 0.9, "happy", probabilities, geometry=geometry))
+        out.append(faces)
+    return out
+
+
+def test_face_tracks_resume_exactly_from_their_state():
+    """FaceTracks (ids, smoothing, blinks) saved mid-video as JSON and restored gives what an unbroken run gives."""
+    frames = drifting_faces(40)
+    whole = FaceTracks(0.5)
+    expected = [whole.update(faces, t / 10) for t, faces in enumerate(frames)]
+    first = FaceTracks(0.5)
+    got = [first.update(faces, t / 10) for t, faces in enumerate(frames[:20])]
+    second = FaceTracks(0.5)
+    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    got += [second.update(faces, t / 10) for t, faces in enumerate(frames[20:], start=20)]
+    fields = [[(f.track_id, f.emotion, f.probabilities, f.blink) for f in faces] for faces in expected]
+    assert [[(f.track_id, f.emotion, f.probabilities, f.blink) for f in faces] for faces in got] == fields
+    blinks = [(t, f.track_id, f.blink) for t, faces in enumerate(expected) for f in faces if f.blink is not None]
+    assert [(t, track, b.count) for t, track, b in blinks] == [(12, 0, 1), (31, 0, 2)]  # track 1 shut its eyes 1 s
+    assert [b.duration_s for _, _, b in blinks] == pytest.approx([0.2, 0.1])  # closed at 1.0-1.1 s and 3.0 s
+    assert blinks[1][2].rate_per_minute == pytest.approx(2 * 60 / 3.1)  # per minute of observed time
+    assert [f.probabilities for f in expected[1]] != [f.probabilities for f in frames[1]]  # smoothed
+    with pytest.raises(ValueError, match="smooth"):
+        FaceTracks(None).load_state_dict(first.state_dict())
+
+
+@pytest.mark.data
+def test_a_video_resumed_inside_keeps_its_blink_state():
+    """A real video with geometry, resumed at a chunk boundary before its blink: the same faces, geometry and blink
+    as the run never stopped (the blink counters travel in the position)."""
+    video = real_data("photos/video/single_face_pyfeat.mp4")
+    recognizer = Recognizer(geometry=True, threads=1)
+    whole = list(recognizer.stream(video, batch_size=8, max_frames=48))
+    cut = next(r for r in whole if r.commit is not None and r.commit.video and r.commit.video["next_frame"] == 16)
+    position = Position.from_dict(json.loads(json.dumps(cut.commit.to_dict())))
+    rest = list(recognizer.stream(video, batch_size=8, max_frames=48, start=position))
+    tail = whole[whole.index(cut) + 1 :]
+    assert [[f.to_dict() for f in r.faces] for r in rest] == [[f.to_dict() for f in r.faces] for r in tail]
+    blinks = [f.blink for r in rest for f in r.faces if f.blink is not None]
+    assert len(blinks) == 1 and blinks[0].count == 1
 
 
 def test_outputs_written_as_they_go_refused_overwritten_and_parquet(checkpoint, tmp_path):
