@@ -36,8 +36,8 @@ from expressnet.train.config import (
     recipe,
 )
 from expressnet.train.logging import RunLogger
-from expressnet.train.pins import Pin
 from expressnet.train.loop import TARGETS, TargetContext, blend_majority, load_data, run
+from expressnet.train.pins import Pin
 
 CPU = torch.device("cpu")
 
