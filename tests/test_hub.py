@@ -8,6 +8,7 @@ import re
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -27,7 +28,7 @@ from expressnet.hub import (
 )
 from expressnet.io import file_sha256
 from expressnet.runtime import auto_backend, load_classifier
-from expressnet.runtime.ort import read_onnx_metadata
+from expressnet.runtime.ort import OnnxClassifier, read_onnx_metadata
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 RECORDS = records()
@@ -181,3 +182,16 @@ def test_load_model_offline(name, no_network):
 def test_unknown_model_names_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         expressnet.load_model(tmp_path / "nothing.safetensors")
+
+
+@pytest.mark.parametrize("name", [n for n, r in RECORDS.items() if r.backend == "onnx"])
+def test_the_inference_files_give_the_same_logits_whatever_the_threads_and_batches(name):
+    """Determinism beyond the backend rule: ONNX Runtime's thread count and the batch a face lands in (chunks of
+    a stream, the service's requests) do not change a single bit of the logits."""
+    pre = RECORDS[name].preprocessing
+    crops = np.random.default_rng(0).integers(0, 256, (96, pre["channels"], pre["input_size"], pre["input_size"]))
+    crops = crops.astype(np.uint8)
+    path = RECORDS[name].inference_path
+    reference = OnnxClassifier(path, threads=1, batch_size=96).logits(crops)
+    for threads, batch in ((2, 96), (None, 8), (2, 1)):
+        assert np.array_equal(OnnxClassifier(path, threads=threads, batch_size=batch).logits(crops), reference)
