@@ -359,8 +359,10 @@ def face_config(backbone: str, input_size: int, branch_size: int, dim: int = 256
     )
 
 
-# face-hse168 reads 168 px with its branches at 56 px, as face-hse112's: every weight of a face-hse112 model fits it.
-for _backbone, _size, _branch in (("hse", 112, 56), ("hse", 96, 48), ("hse", 168, 56), ("dlib", 150, 50)):
+# face-hse168 and face-hse224 read 168 and 224 px with their branches at 56 px, as face-hse112's: every weight of a
+# face-hse112 model fits them.
+_FACE_PRESETS = (("hse", 112, 56), ("hse", 96, 48), ("hse", 168, 56), ("hse", 224, 56), ("dlib", 150, 50))
+for _backbone, _size, _branch in _FACE_PRESETS:
     _name = {"hse": "hse-faceres", "dlib": "dlib-resnet29"}[_backbone]
     register_preset(
         f"face-{_backbone}{_size}",

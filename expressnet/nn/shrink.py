@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from .backbones.resnet import ResNetSpec
 from .expressnet import ExpressNetConfig, ExpressNetMoE
 
 State = dict[str, torch.Tensor]
@@ -71,10 +72,13 @@ class _Shrinker:
                 self.linear(f"{prefix}.{gate}", everyone, in_idx)
 
 
-def shrink_state(source: State, source_cfg: ExpressNetConfig, target_cfg: ExpressNetConfig) -> State:
-    """A state dict for ``ExpressNetMoE(target_cfg)`` made from ``source`` (weights of ``source_cfg``); raises
-    ``ValueError`` naming the part when the two configs differ in more than widths, depths and kernel sizes."""
-    s, t = source_cfg, target_cfg
+def check_shrinkable(s: ExpressNetConfig, t: ExpressNetConfig) -> None:
+    """``ValueError`` naming the part when ``s`` cannot shrink to ``t`` (they differ in more than widths, depths
+    and kernel sizes, or the backbone is not a basic-block ResNet)."""
+    if not (isinstance(s.backbone, ResNetSpec) and isinstance(t.backbone, ResNetSpec)):
+        raise ValueError(
+            f"cannot shrink: only ResNet backbones are supported (source {s.backbone}, target {t.backbone})"
+        )
     same = {
         "input size": (s.input_size, t.input_size),
         "input channels": (s.in_channels, t.in_channels),
@@ -93,6 +97,44 @@ def shrink_state(source: State, source_cfg: ExpressNetConfig, target_cfg: Expres
         raise ValueError("cannot shrink: only basic-block backbones are supported")
     if any(b > a for a, b in zip(s.backbone.layers, t.backbone.layers)):
         raise ValueError(f"cannot shrink: target stages {t.backbone.layers} are deeper than {s.backbone.layers}")
+
+
+def _shrink_backbone(k: _Shrinker, t: ExpressNetConfig, expected: State, image: torch.Tensor) -> torch.Tensor:
+    """The stem, then the first blocks of each stage; the kept output channels of the last stage."""
+    prev = _keep(k.gamma("backbone.bn1"), t.backbone.stem_width, "backbone stem")
+    k.conv("backbone.conv1", prev, image, k.src["backbone.conv1.weight"].shape[-1])
+    k.batchnorm("backbone.bn1", prev)
+    for stage, (blocks, width) in enumerate(zip(t.backbone.layers, t.backbone.widths), start=1):
+        name = f"backbone.layer{stage}"
+        down = f"{name}.0.downsample"
+        if f"{down}.0.weight" in expected:
+            score = k.gamma(f"{name}.0.bn2") + (k.gamma(f"{down}.1") if f"{down}.1.weight" in k.src else 0)
+            residual = _keep(score, width, name)
+        else:  # an identity shortcut carries the stage input's channels through
+            residual = prev
+        for b in range(blocks):
+            block = f"{name}.{b}"
+            inner = _keep(k.gamma(f"{block}.bn1"), width, f"{block} inner channels")
+            k.conv(f"{block}.conv1", inner, prev, 3)
+            k.batchnorm(f"{block}.bn1", inner)
+            k.conv(f"{block}.conv2", residual, inner, 3)
+            k.batchnorm(f"{block}.bn2", residual)
+            if f"{block}.downsample.0.weight" in expected:  # a source shortcut the target lacks is dropped
+                if f"{block}.downsample.0.weight" not in k.src:
+                    raise ValueError(
+                        f"cannot shrink: the target's {block} needs a projection shortcut the source lacks"
+                    )
+                k.conv(f"{block}.downsample.0", residual, prev, 1)
+                k.batchnorm(f"{block}.downsample.1", residual)
+            prev = residual
+    return prev
+
+
+def shrink_state(source: State, source_cfg: ExpressNetConfig, target_cfg: ExpressNetConfig) -> State:
+    """A state dict for ``ExpressNetMoE(target_cfg)`` made from ``source`` (weights of ``source_cfg``); raises
+    ``ValueError`` naming the part when the two configs differ in more than widths, depths and kernel sizes."""
+    s, t = source_cfg, target_cfg
+    check_shrinkable(s, t)
     expected = ExpressNetMoE(t).state_dict()
     k = _Shrinker(source)
     image = torch.arange(t.in_channels)
@@ -106,34 +148,7 @@ def shrink_state(source: State, source_cfg: ExpressNetConfig, target_cfg: Expres
     k.linear("global_branch.fc", global_dim, flat)
 
     local = k.conv_stack("local_branch.convs", t.local_convs, image)
-
-    # backbone: stem, then the first blocks of each stage
-    prev = _keep(k.gamma("backbone.bn1"), t.backbone.stem_width, "backbone stem")
-    k.conv("backbone.conv1", prev, image, k.src["backbone.conv1.weight"].shape[-1])
-    k.batchnorm("backbone.bn1", prev)
-    for stage, (blocks, width) in enumerate(zip(t.backbone.layers, t.backbone.widths), start=1):
-        name = f"backbone.layer{stage}"
-        down = f"{name}.0.downsample"
-        if f"{down}.0.weight" in expected:
-            score = k.gamma(f"{name}.0.bn2") + (k.gamma(f"{down}.1") if f"{down}.1.weight" in source else 0)
-            residual = _keep(score, width, name)
-        else:  # an identity shortcut carries the stage input's channels through
-            residual = prev
-        for b in range(blocks):
-            block = f"{name}.{b}"
-            inner = _keep(k.gamma(f"{block}.bn1"), width, f"{block} inner channels")
-            k.conv(f"{block}.conv1", inner, prev, 3)
-            k.batchnorm(f"{block}.bn1", inner)
-            k.conv(f"{block}.conv2", residual, inner, 3)
-            k.batchnorm(f"{block}.bn2", residual)
-            if f"{block}.downsample.0.weight" in expected:  # a source shortcut the target lacks is dropped
-                if f"{block}.downsample.0.weight" not in source:
-                    raise ValueError(
-                        f"cannot shrink: the target's {block} needs a projection shortcut the source lacks"
-                    )
-                k.conv(f"{block}.downsample.0", residual, prev, 1)
-                k.batchnorm(f"{block}.downsample.1", residual)
-            prev = residual
+    prev = _shrink_backbone(k, t, expected, image)
 
     fusion_in = torch.cat([local, prev + s.local_convs[-1][0]])
     fusion = _keep(k.norm("fusion.fc.weight"), t.fusion_dim, "fusion.fc")

@@ -620,6 +620,27 @@ def checkpoint_metadata(
 # ---- one epoch -----------------------------------------------------------------------------------------
 
 
+def train_step(
+    cfg: TrainConfig, t: Training, x: torch.Tensor, target: torch.Tensor, hard: torch.Tensor, device: torch.device
+) -> tuple[float, int]:
+    """One optimizer step on a batch (soft targets, label smoothing applied): the batch's mean loss and the number
+    of its images whose top class is the hard label."""
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, cfg.precision):
+        logits = t.net(x)
+        loss = soft_cross_entropy(logits, target, t.class_weights) + t.model.aux_loss().to(device)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    t.scheduler.step()
+    if t.ema is not None:
+        t.ema.update(t.model)
+    with torch.no_grad():
+        return loss.item(), int((logits.argmax(1) == hard).sum().item())
+
+
 def train_one_epoch(
     cfg: TrainConfig,
     t: Training,
@@ -655,25 +676,10 @@ def train_one_epoch(
             if teacher is not None:
                 target = cfg.soft_weight * teacher.probabilities(x) + (1 - cfg.soft_weight) * target
             target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
-            x, target, hard = x.to(device), target.to(device), hard.to(device)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.precision):
-                logits = t.net(x)
-                loss = soft_cross_entropy(logits, target, t.class_weights) + t.model.aux_loss().to(device)
-            t.optimizer.zero_grad(set_to_none=True)
-            t.scaler.scale(loss).backward()
-            t.scaler.step(t.optimizer)
-            t.scaler.update()
-            t.scheduler.step()
-            if t.ema is not None:
-                t.ema.update(t.model)
-            with torch.no_grad():
-                totals += torch.tensor(
-                    [loss.item() * len(x), (logits.argmax(1) == hard).sum().item(), len(x)], dtype=torch.float64
-                )
+            loss, correct = train_step(cfg, t, x.to(device), target.to(device), hard.to(device), device)
+            totals += torch.tensor([loss * len(x), correct, len(x)], dtype=torch.float64)
             advance(
-                loss=loss.item(),
+                loss=loss,
                 acc=float(totals[1] / totals[2]),
                 ips=totals[2].item() * info.world_size / (time.perf_counter() - start),
             )
