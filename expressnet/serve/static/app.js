@@ -88,7 +88,8 @@ for (const tab of document.querySelectorAll(".tab")) {
 
 // drawing faces: boxes (and, with geometry, pose axes and a gaze arrow) over an image or video; a list of faces
 
-const SVG = "http://www.w3.org/2000/svg";
+// SVG's namespace, as the HTML parser gives it (the assets name no URL)
+const SVG = Object.assign(document.createElement("div"), { innerHTML: "<svg></svg>" }).firstChild.namespaceURI;
 const COMPACT_LIST = 4; // more faces than this: one line per face, details on click
 
 function svg(tag, attrs = {}) {
