@@ -266,6 +266,9 @@ def test_tiles_default_to_auto_and_one_forces_one_pass(client):
     tiles = next(p for p in parameters if p["name"] == "tiles")
     assert tiles["schema"]["default"] == "auto"
     assert {"type": "integer", "minimum": 1, "maximum": 4} in tiles["schema"]["anyOf"]
+    body = client.get("/openapi.json").json()["paths"]["/v1/faces"]["post"]["requestBody"]["content"]
+    form_tiles = body["multipart/form-data"]["schema"]["properties"]["tiles"]  # the upload's form field says the same
+    assert form_tiles["default"] == "auto" and {"const": "auto"} in form_tiles["anyOf"]
     solvay = real_data("photos/hard/smallfaces_solvay1927_human.jpg").read_bytes()
     default = client.post("/v1/faces", **jpeg(solvay)).json()["faces"]
     auto = client.post("/v1/faces?tiles=auto", **jpeg(solvay)).json()["faces"]

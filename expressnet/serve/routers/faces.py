@@ -109,7 +109,11 @@ IMAGE_BODY = {
                     "required": ["image"],
                     "properties": {
                         "image": {"type": "string", "format": "binary"},
-                        "tiles": {"type": "integer", "minimum": 1, "maximum": 4},
+                        "tiles": {
+                            "anyOf": [{"type": "integer", "minimum": 1, "maximum": 4}, {"const": "auto"}],
+                            "default": "auto",
+                            "description": DetectParams.model_fields["tiles"].description,
+                        },
                         "min_score": {"type": "number", "minimum": 0, "maximum": 1},
                         "align": {"type": "boolean"},
                         "geometry": {"type": "boolean"},
