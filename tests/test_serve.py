@@ -31,6 +31,7 @@ import expressnet.serve.routers.docs
 from expressnet.cli import app as cli_app
 from expressnet.data.images import decode_image_bytes
 from expressnet.infer.outputs import columns
+from expressnet.infer.sources import VideoSource
 from expressnet.serve import Settings, create_app, serve_in_thread
 from expressnet.serve.app import free_port
 from expressnet.serve.engine import Engine
@@ -421,7 +422,9 @@ def test_openapi_lists_the_api(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/faces", "/v1/videos", "/v1/models", "/healthz", "/readyz", "/metrics"} <= set(paths)
     assert "multipart/form-data" in paths["/v1/faces"]["post"]["requestBody"]["content"]
-    assert {"geometry", "mesh"} <= {p["name"] for p in paths["/v1/faces"]["post"]["parameters"]}
+    for path in ("/v1/faces", "/v1/videos"):
+        described = {p["name"]: p.get("description", "") for p in paths[path]["post"]["parameters"]}
+        assert "head pose" in described["geometry"] and "468" in described["mesh"], path
     assert client.get("/docs").status_code == 200
 
 
@@ -484,6 +487,30 @@ def test_video_ndjson(client, upload_dir):
     assert all(len(line["faces"]) == 1 and line["faces"][0]["track_id"] == 0 for line in lines)
     model = client.app.state.engine.recognizer.provenance()  # the frame results of predict --json
     assert all(line["model"] == model and line["image"] == {"width": 640, "height": 360} for line in lines)
+    assert not any((GEOMETRY_FIELDS | {"mesh", "blink"}) & set(line["faces"][0]) for line in lines)  # not asked
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_video_geometry_and_blinks(client, upload_dir):
+    """``geometry=true`` adds each face's geometry fields and, at the frame its track ends a blink, ``blink``
+    (the man of the clip blinks once, frames 26-28: tests/test_geometry.py), as ``predict --geometry``; CSV
+    adds the geometry columns and ``blink_s``; ``mesh=true`` implies geometry."""
+    data = real_data(VIDEO).read_bytes()
+    r = client.post("/v1/videos?geometry=true&max_frames=32", content=data, headers={"content-type": "video/mp4"})
+    assert r.status_code == 200, r.text
+    faces = [line["faces"][0] for line in map(json.loads, r.text.splitlines())]
+    assert len(faces) == 32 and all(set(f) >= GEOMETRY_FIELDS and "mesh" not in f for f in faces)
+    assert all(f["track_id"] == 0 and 0 <= f["eyes"]["openness_left"] < 1 for f in faces)
+    blinks = [(i, f["blink"]) for i, f in enumerate(faces) if "blink" in f]
+    assert len(blinks) == 1, blinks
+    ((end, blink),) = blinks
+    assert 26 <= end <= 31 and blink["count"] == 1 and 25 / 30 <= blink["start_s"] <= 28 / 30
+    assert 0 < blink["duration_s"] <= 0.5 and blink["end_s"] == pytest.approx(end / 30, abs=0.01)
+    csv_rows = client.post(
+        "/v1/videos?mesh=true&max_frames=2", content=data, headers={"content-type": "video/mp4", "accept": "text/csv"}
+    ).text.splitlines()
+    assert csv_rows[0] == ",".join(columns(client.app.state.engine.recognizer.class_names, geometry=True))
+    assert len(csv_rows) == 3 and "blink_s" in csv_rows[0].split(",")
     assert list(upload_dir.iterdir()) == []
 
 
@@ -506,6 +533,7 @@ def test_video_refusals_remove_the_upload(client, small_limits, upload_dir):
     assert_error(client.post("/v1/videos", content=b"\0" * 5000, headers=headers), 415, "not a video")
     assert_error(client.post("/v1/videos", content=b"x", headers={"content-type": "text/html"}), 415, "Content-Type")
     assert_error(client.post("/v1/videos?every=0", content=b"x", headers=headers), 422, "every")
+    assert_error(client.post("/v1/videos?geometry=maybe", content=b"x", headers=headers), 422, "geometry")
     assert_error(client.post("/v1/videos", content=b"", headers=headers), 422, "empty")
     data = real_data(VIDEO).read_bytes()
     assert_error(small_limits.post("/v1/videos", content=data, headers=headers), 413, "over the limit")
@@ -553,6 +581,28 @@ def test_stream_tracks_and_smoothing(client, group_jpeg):
         assert sorted(f["track_id"] for f in again["faces"]) == list(range(n))  # the same tracker
 
 
+def test_stream_geometry_and_a_smoothing_switch_keep_the_tracks(client):
+    """With ``geometry=true`` the stream's faces carry the geometry fields; switching smoothing keeps the
+    connection's tracks: the track id and each track's smoothed probabilities (the next frame is
+    a*new + (1-a)*previous with the new a, not restarted)."""
+    with VideoSource(real_data(VIDEO), max_frames=19) as video:
+        frames = {f.index: png_bytes(f.image) for f in video if f.index in (0, 18)}  # neutral, then smiling
+    raw = {i: reference_faces(client, frames[i])[0]["probabilities"] for i in frames}
+    with client.websocket_connect("/v1/stream?smooth=0.5&geometry=true") as ws:
+        ws.send_bytes(frames[0])
+        first = ws.receive_json()["faces"]
+        ws.send_text(json.dumps({"smooth": 0.25}))
+        assert ws.receive_json() == {"type": "config", "smooth": 0.25}
+        ws.send_bytes(frames[18])
+        second = ws.receive_json()["faces"]
+    assert len(first) == len(second) == 1 and first[0]["track_id"] == second[0]["track_id"] == 0
+    assert all(set(f) >= GEOMETRY_FIELDS and "mesh" not in f for f in first + second)
+    assert first[0]["probabilities"] == pytest.approx(raw[0], abs=1e-5)
+    kept = {c: 0.25 * raw[18][c] + 0.75 * raw[0][c] for c in raw[0]}
+    assert second[0]["probabilities"] == pytest.approx(kept, abs=1e-5)
+    assert max(abs(kept[c] - raw[18][c]) for c in kept) > 0.05  # a restarted smoother would give raw[18]
+
+
 def test_stream_bad_frames_keep_the_connection(client, small_limits, group_jpeg):
     with client.websocket_connect("/v1/stream") as ws:
         for payload, status in ((b"not a jpeg", 415), (group_jpeg[:4000], 422), (b"", 422)):
@@ -574,9 +624,10 @@ def test_stream_bad_frames_keep_the_connection(client, small_limits, group_jpeg)
         assert ws.receive_json()["status"] == 413
 
 
-def test_stream_bad_parameters_refused(client):
+@pytest.mark.parametrize("query", ["smooth=2", "geometry=maybe", "mesh=2"])
+def test_stream_bad_parameters_refused(client, query):
     with pytest.raises(WebSocketDenialResponse) as denied:
-        client.websocket_connect("/v1/stream?smooth=2").__enter__()
+        client.websocket_connect(f"/v1/stream?{query}").__enter__()
     assert denied.value.status_code == 422
 
 

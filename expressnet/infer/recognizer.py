@@ -31,7 +31,9 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -335,6 +337,12 @@ class Recognizer:
             for p in prepared
         ]
 
+    def measures(self, geometry: bool | None = None, mesh: bool | None = None) -> tuple[bool, bool]:
+        """(measure the geometry, keep the mesh) for one call: ``geometry`` and ``mesh`` override the recognizer's
+        settings (None: its own; ``mesh`` implies ``geometry``)."""
+        keep = self.mesh if mesh is None else mesh
+        return keep or (self.geometry if geometry is None else geometry), keep
+
     def predict_rgb(
         self,
         rgb_images: Sequence[np.ndarray],
@@ -346,8 +354,7 @@ class Recognizer:
         :meth:`finish` them together: the steps of every ``predict*`` and of :meth:`stream`). ``geometry`` and
         ``mesh`` override the recognizer's settings for this call (None: its own; ``mesh`` implies ``geometry``)."""
         boxes = [None] * len(rgb_images) if boxes is None else boxes
-        keep = self.mesh if mesh is None else mesh
-        measure = keep or (self.geometry if geometry is None else geometry)
+        measure, keep = self.measures(geometry, mesh)
         return self.finish([self.prepare(rgb, True, b, measure) for rgb, b in zip(rgb_images, boxes)], keep)
 
     def predict(self, image: ImageInput, boxes: Boxes | None = None, color: str | None = None) -> list[Face]:
@@ -415,12 +422,19 @@ class Recognizer:
         *,
         tracks: FaceTracks | None = None,
         batch_size: int = 1,
+        geometry: bool | None = None,
+        mesh: bool | None = None,
     ) -> Iterator[FrameResult]:
         """:meth:`predict_video` on frames from any source, in order, ``batch_size`` at a time (1: each result as
         soon as its frame came). ``tracks`` carries the video's state (track ids, smoothing, blinks) across calls;
-        else one is made with ``smooth`` and ``tracker`` (ids kept across calls)."""
+        else one is made with ``smooth`` and ``tracker`` (ids kept across calls). ``geometry`` and ``mesh``
+        override the recognizer's settings as in :meth:`predict_rgb` (with geometry, blinks per track)."""
         tracks = tracks or FaceTracks(smooth, tracker)
-        for frame, faces, _ in frame_results(self, frames, tracks, batch_size):
+        measure, keep = self.measures(geometry, mesh)
+        steps = SimpleNamespace(
+            prepare=partial(self.prepare, geometry=measure), finish=partial(self.finish, keep_mesh=keep)
+        )
+        for frame, faces, _ in frame_results(steps, frames, tracks, batch_size):
             yield FrameResult(frame.index, frame.time_s, faces, frame.image)
 
     def stream(self, sources: str | Path | int | Iterable[str | Path], **options: Any) -> Iterator[StreamResult]:

@@ -142,6 +142,14 @@ class FaceTracks:
         self.smoother = ProbabilitySmoother(smooth) if smooth is not None else None
         self.blinks: dict[int, BlinkCounter] = {}
 
+    def set_smooth(self, smooth: float | None) -> None:
+        """Smooth from the next frame on with ``smooth`` (None: not at all); track ids and blinks are kept, and
+        each track's smoothed probabilities while smoothing stays on."""
+        smoothed = {} if self.smoother is None else self.smoother.state
+        self.smoother = None if smooth is None else ProbabilitySmoother(smooth)
+        if self.smoother is not None:
+            self.smoother.state = smoothed
+
     def update(self, faces: Sequence[F], time_s: float) -> list[F]:
         """``faces`` of the next processed frame (at ``time_s``) with their track ids, smoothed probabilities
         and blink events."""

@@ -75,7 +75,19 @@ class DetectParams(BaseModel):
         return DetectOptions(self.tiles, self.min_score, self.align)
 
 
-class StreamParams(DetectParams):
+class GeometryParams(DetectParams):
+    """The detector options and the face geometry (query parameters, or multipart form fields)."""
+
+    geometry: bool = Field(
+        False,
+        description="Add each face's head pose, gaze, eye and mouth openness and looking_at_camera (geometry on "
+        "MediaPipe's face mesh and iris landmarks, not learned; about twice the time per face); in videos and "
+        "streams, each track's blinks too (a face's `blink` at the frame its track ends one).",
+    )
+    mesh: bool = Field(False, description="Add the 468 face-mesh points [x, y, z] too (implies geometry).")
+
+
+class StreamParams(GeometryParams):
     smooth: float | None = Field(
         None, gt=0, le=1, description="Smooth each track's probabilities: p = a*new + (1-a)*p (0 < a <= 1)."
     )

@@ -8,25 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from ...infer.outputs import frame_result
-from ..deps import DetectParams, get_engine, require_api_key, validated
+from ..deps import DetectParams, GeometryParams, get_engine, require_api_key, validated
 from ..engine import DetectOptions, Engine
 from ..limits import IMAGE_FORMATS, decode_upload, receive_upload
 
 router = APIRouter(prefix="/v1", tags=["faces"], dependencies=[Depends(require_api_key)])
-
-
-class FacesParams(DetectParams):
-    """The detector options and the face geometry (query parameters, or multipart form fields)."""
-
-    geometry: bool = Field(
-        False,
-        description="Add each face's head pose, gaze, eye and mouth openness and looking_at_camera (geometry on "
-        "MediaPipe's face mesh and iris landmarks, not learned; about twice the time per face).",
-    )
-    mesh: bool = Field(False, description="Add the 468 face-mesh points [x, y, z] too (implies geometry).")
 
 
 class PoseOut(BaseModel):
@@ -165,7 +154,7 @@ def recognise_image(
 
 
 @router.post("/faces", openapi_extra=IMAGE_BODY, responses={200: {"model": FacesOut}, **ERRORS})
-async def faces(request: Request, params: Annotated[FacesParams, Query()]) -> JSONResponse:
+async def faces(request: Request, params: Annotated[GeometryParams, Query()]) -> JSONResponse:
     """Faces (box, detector score, emotion, class probabilities, landmarks; with ``geometry=true`` head pose,
     gaze, eye and mouth openness and looking_at_camera) in one image, best first, as a frame result (the schema of
     ``predict --json``) naming the model, its sha256 prefix, backend and precision."""
@@ -177,7 +166,7 @@ async def faces(request: Request, params: Annotated[FacesParams, Query()]) -> JS
         upload = await receive_upload(
             request, buffer, "image", ("image/",), settings.max_upload_bytes, settings.body_timeout_s
         )
-        given = validated(FacesParams, params, upload.fields)
+        given = validated(GeometryParams, params, upload.fields)
         options = given.options()
         engine.validate(options)
         read_ms = elapsed_ms(start)

@@ -4,8 +4,10 @@ of ``predict --json`` (``source`` "stream", ``frame``, ``time_s``, ``image``, ``
 ``model``) and ``timing_ms``, or ``{"type": "error", "status", "detail"}`` for a frame
 it could not take (413, 415, 422, 503 with ``retry_after``), after which the connection goes on. A text
 message ``{"smooth": 0.5}`` (or ``null``) switches smoothing; the answer is ``{"type": "config", ...}``.
-Each connection has its own tracker. Query parameters: ``smooth``, ``tiles``, ``min_score``, ``align`` and,
-since browsers cannot set headers on a WebSocket, ``api_key``."""
+Each connection has its own tracks (ids, smoothing, blinks), which a smoothing switch keeps. Query parameters:
+``smooth``, ``tiles``, ``min_score``, ``align``, ``geometry`` (each face's head pose, gaze, eye and mouth
+openness, looking_at_camera, and ``blink`` at the frame its track ends one), ``mesh`` and, since browsers cannot
+set headers on a WebSocket, ``api_key``."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pydantic import ValidationError
 from ...infer.outputs import frame_result
 from ...infer.recognizer import FrameResult
 from ...infer.sources import VideoFrame
-from ...infer.tracking import IoUTracker
+from ...infer.tracking import FaceTracks
 from ..deps import StreamParams, key_from_headers, key_matches, validation_messages
 from ..engine import Engine
 from ..errors import ApiError, error_body
@@ -48,22 +50,24 @@ class FrameFeed:
 
 
 class StreamSession:
-    """One connection: a recognizer variant, one tracker, and a ``predict_frames`` generator fed frame by frame
-    (restarted with the same tracker when smoothing changes)."""
+    """One connection: a recognizer variant, one :class:`FaceTracks` (track ids, smoothing, blinks) for all its
+    frames, and a ``predict_frames`` generator on them fed frame by frame (a new one after an error)."""
 
-    def __init__(self, engine: Engine, recognizer: Any, smooth: float | None) -> None:
+    def __init__(self, engine: Engine, recognizer: Any, params: StreamParams) -> None:
         self.engine, self.recognizer = engine, recognizer
-        self.tracker = IoUTracker()
+        self.tracks = FaceTracks(params.smooth)
+        self.geometry, self.mesh = params.geometry, params.mesh
         self.feed = FrameFeed()
         self.start = time.monotonic()
         self.index = 0
-        self.smooth = smooth
-        self.results: Iterator[FrameResult] = recognizer.predict_frames(self.feed, smooth, self.tracker)
+        self.results = self.frames()
+
+    def frames(self) -> Iterator[FrameResult]:
+        return self.recognizer.predict_frames(self.feed, tracks=self.tracks, geometry=self.geometry, mesh=self.mesh)
 
     def set_smooth(self, smooth: float | None) -> None:
-        self.results.close()
-        self.smooth = smooth
-        self.results = self.recognizer.predict_frames(self.feed, smooth, self.tracker)
+        """Smooth from the next frame on (track ids, blinks and smoothed probabilities kept)."""
+        self.tracks.set_smooth(smooth)
 
     def process(self, data: bytes, submitted: float) -> dict[str, Any]:
         """Decode and recognise one frame on an inference thread."""
@@ -76,7 +80,7 @@ class StreamSession:
         try:
             result = next(self.results)
         except Exception:
-            self.set_smooth(self.smooth)  # the generator died with the error: a new one, same tracker
+            self.results = self.frames()  # the generator died with the error: a new one, same tracks
             raise
         timing["inference"] = elapsed_ms(start)
         self.index += 1
@@ -127,7 +131,7 @@ async def stream(websocket: WebSocket) -> None:
     engine.streams += 1
     try:
         with engine.variant(params.options()) as recognizer:
-            session = StreamSession(engine, recognizer, params.smooth)
+            session = StreamSession(engine, recognizer, params)
             try:
                 await serve_session(websocket, engine, session)
             finally:

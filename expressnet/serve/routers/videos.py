@@ -60,7 +60,10 @@ VIDEO_BODY = {
 RESPONSES = {
     200: {
         "description": "One frame result per processed frame and line (the schema of `predict --json`: `source`, "
-        "`frame`, `time_s`, `image`, `faces` with `track_id`, `model`), or CSV rows with `Accept: text/csv`.",
+        "`frame`, `time_s`, `image`, `faces` with `track_id`, `model`), or CSV rows with `Accept: text/csv`. With "
+        "`geometry=true` each face has `pose`, `gaze`, `eyes`, `mouth_openness`, `looking_at_camera` (and `mesh` "
+        "with `mesh=true`), and `blink` at the frame its track ends a blink; CSV adds the geometry columns and "
+        "`blink_s`.",
         "content": {"application/x-ndjson": {}, "text/csv": {}},
     },
     **ERRORS,
@@ -98,6 +101,7 @@ class VideoJob:
         self.first: FrameResult | None = None
         self.failed = False
         self.closed = False
+        self.geometry = False
         self.model = engine.model_summary()
 
     async def start(self, params: VideoParams) -> None:
@@ -110,15 +114,16 @@ class VideoJob:
         except DataError:
             raise ApiError(415, "video: not a video file, or an unsupported container or codec") from None
         check_pixels(*self.source.size, engine.settings.max_pixels, "video")
-        self.results = self.frames(recognizer, params.smooth)
+        self.geometry = params.geometry or params.mesh
+        self.results = self.frames(recognizer, params)
         try:
             self.first = await self.step()
         except DataError:
             raise ApiError(422, "video: no decodable frame") from None
 
-    def frames(self, recognizer: Any, smooth: float | None) -> Iterator[FrameResult]:
+    def frames(self, recognizer: Any, params: VideoParams) -> Iterator[FrameResult]:
         with self.source:
-            yield from recognizer.predict_frames(self.source, smooth)
+            yield from recognizer.predict_frames(self.source, params.smooth, geometry=params.geometry, mesh=params.mesh)
 
     def _next(self) -> FrameResult | None:
         return next(self.results, None)
@@ -155,7 +160,7 @@ class VideoJob:
 
     async def csv(self, class_names: tuple[str, ...]) -> AsyncIterator[str]:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, columns(class_names), lineterminator="\n")
+        writer = csv.DictWriter(buffer, columns(class_names, self.geometry), lineterminator="\n")
         writer.writeheader()
         async for result in self.computed():
             for row in flat_rows(self.frame_result(result)):
@@ -186,7 +191,9 @@ class VideoJob:
 
 @router.post("/videos", openapi_extra=VIDEO_BODY, responses=RESPONSES, response_class=StreamingResponse)
 async def videos(request: Request, params: Annotated[VideoParams, Query()]) -> StreamingResponse:
-    """Faces with track ids in every ``every``-th frame of an uploaded video, streamed as computed."""
+    """Faces with track ids in every ``every``-th frame of an uploaded video, streamed as computed; with
+    ``geometry=true`` each face's head pose, gaze, eye and mouth openness and looking_at_camera, and each track's
+    blinks (as ``predict --geometry``)."""
     engine = get_engine(request)
     settings = engine.settings
     slot = engine.admit()
