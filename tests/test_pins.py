@@ -52,6 +52,10 @@ def test_a_git_pin_reads_the_file_at_that_commit_into_the_cache(tmp_path, monkey
     assert cached.parent == tmp_path / "pins" and file_sha256(cached) == digest
     with pytest.raises(PinError, match="but the recipe pins"):
         resolve_pin(Pin("fer2013", sha256="1" * 64, git=commit))
+    # a name retired since (its record and file gone from the package) still resolves: git keeps the file
+    (tmp_path / "pins" / cached.name).unlink()
+    monkeypatch.setattr("expressnet.train.pins.list_models", lambda: ["ferplus"])
+    assert file_sha256(Path(resolve_pin(Pin("fer2013", sha256=digest, git=commit)))) == digest
 
 
 def test_pins_are_checked_when_written_and_survive_yaml(tmp_path):

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hub import resolve_model
+from ..hub import WEIGHTS_DIR, list_models, resolve_model
 from ..io import atomic_write_bytes, cache_root, file_sha256
 
 
@@ -53,6 +53,14 @@ def git_file(commit: str, path: Path) -> bytes:
     return done.stdout
 
 
+def pinned_path(value: Pin) -> Path:
+    """The file a sha256 pin names: a shipped name's checkpoint, or, for a git pin, the name's file in
+    expressnet/weights even where the name has been retired since (git keeps the file)."""
+    if value.git is not None and "/" not in value.model and value.model not in list_models():
+        return WEIGHTS_DIR / f"{value.model}.safetensors"
+    return resolve_model(value.model)
+
+
 def resolve_pin(value: str | Pin) -> str:
     """The model reference a pin stands for, once checked: the shipped name (its file has the pinned sha256), a
     cached copy of the file at the pinned commit, or the run output the pin's config makes."""
@@ -62,7 +70,7 @@ def resolve_pin(value: str | Pin) -> str:
         if not Path(value.model).exists():
             raise PinError(f"{value.model}: not found; it is made by `expressnet train --config {value.config}`")
         return value.model
-    path = resolve_model(value.model)
+    path = pinned_path(value)
     if value.git is None:
         digest = file_sha256(path)
         if digest != value.sha256:
