@@ -37,7 +37,7 @@ test-core: $(CORE_STAMP)
 	$(CORE)/bin/python -m pytest -q -p no:cacheprovider tests/test_core.py tests/test_hub.py tests/test_recognizer.py \
 		tests/test_predict_cli.py tests/test_serve.py
 
-# Cold start, install size and determinism of the front door (docs/front-door-notes.md quotes the figures)
+# Cold start, install size and determinism of the front door (docs/results.md quotes the figures)
 bench-front-door: install install-core
 	$(BIN)/python benchmarks/front_door.py --core-python $(CORE)/bin/python
 
